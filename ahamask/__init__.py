@@ -1,0 +1,40 @@
+"""ahamask: trigger tasks in SALMONN by masking attention heads instead of writing instructions.
+
+Public API (imported lazily so ``import ahamask`` stays fast)::
+
+    ahamask.load_mask(path) -> torch.Tensor          # released .pth or .safetensors logits
+    ahamask.save_mask(logits, path)
+    ahamask.SALMONN.from_config(model_cfg)
+    with ahamask.head_mask(model.llama_model, logits): ...
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_mask": "ahamask.masking.checkpoint",
+    "save_mask": "ahamask.masking.checkpoint",
+    "head_mask": "ahamask.masking.hooks",
+    "ablate_heads": "ahamask.masking.hooks",
+    "attach_head_mask": "ahamask.masking.hooks",
+    "remove_head_hooks": "ahamask.masking.hooks",
+    "HeadMask": "ahamask.masking.mask",
+    "binarize": "ahamask.masking.mask",
+    "mask_stats": "ahamask.masking.mask",
+    "SALMONN": "ahamask.models.salmonn",
+    "make_tiny_bundle": "ahamask.models.tiny",
+    "load_train_config": "ahamask.config",
+    "load_decode_config": "ahamask.config",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ahamask' has no attribute {name!r}")

@@ -1,0 +1,369 @@
+"""Typed run configuration: the official YAML keys, checked against dataclass schemas.
+
+The official code reads its YAML with ``OmegaConf`` into an untyped dict, so a misspelt key is silently
+ignored and the default is used. Here the YAML is merged key by key onto ``OmegaConf.structured`` schemas:
+every unknown key, wrong type and missing value is collected and reported at once, naming the key and the
+file. The official ``configs/config.yaml`` and ``configs/decode_config.yaml`` load unchanged.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "DatasetsConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "GenerateConfig",
+    "DecodeConfig",
+    "load_config",
+    "load_train_config",
+    "load_decode_config",
+    "parse_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the file and every bad key."""
+
+
+@dataclass
+class ModelConfig:
+    """The ``model:`` section (official SALMONN keys plus a few ahamask extensions)."""
+
+    llama_path: str = MISSING
+    whisper_path: str = MISSING
+    beats_path: str = ""
+    ckpt: str = ""
+    freeze_whisper: bool = True
+    freeze_beats: bool = True
+    # Window-level Q-Former.
+    use_speech_Qformer: bool = True
+    freeze_speech_QFormer: bool = False
+    window_level_Qformer: bool = True
+    num_speech_query_token: int = 1
+    second_per_window: float = 0.333333
+    second_stride: float = 0.333333
+    speech_llama_proj_model: str = ""
+    freeze_speech_llama_proj: bool = False
+    # LoRA (peft's default LLaMA targets: q_proj and v_proj).
+    lora: bool = True
+    lora_rank: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    # Prompts.
+    multi_prompt: bool = False
+    prompt_template: str = ""
+    prompt_path: str = ""
+    test_prompt_path: str = ""
+    max_txt_len: int = 128
+    end_sym: str = "</s>"
+    # Accepted for compatibility; 8-bit loading needs bitsandbytes and a GPU.
+    low_resource: bool = False
+    device_8bit: int = 0
+    autocast_dtype: str = "float16"
+    # Mask training (official keys).
+    use_gumbel: bool = True
+    gumbel_hard: bool = True
+    norm_lambda: float = 1e-4
+    # Decoding with a mask (official decode-config keys).
+    weight_mask_path: str | None = None
+    shuffle_mask: bool = False
+    # --- ahamask extensions (absent from the official configs; defaults reproduce the official model) ---
+    # Q-Former width: the official one is BERT-base (768 wide, 12 heads, 3072 FFN, 2 layers).
+    qformer_hidden_size: int = 768
+    qformer_num_heads: int = 12
+    qformer_intermediate_size: int = 3072
+    qformer_num_layers: int = 2
+    # Gumbel noise: "left" (official left-tail, log(Exp(1))) or "logistic" (symmetric).
+    gumbel_noise: str = "left"
+    # Multiply each layer's FFN output by the mask's last entry (the official never applies it).
+    apply_ffn_mask: bool = False
+    # Random-mask ablation: "global" keeps the total head count, "per_layer" each layer's count.
+    shuffle_mask_mode: str = "global"
+    shuffle_mask_seed: int = 0
+    # LLM weight dtype: "auto" = float16 on an accelerator, float32 on CPU (the official fails on CPU).
+    llm_dtype: str = "auto"
+    # Attention implementation for the LLM ("sdpa" or "eager").
+    attn_implementation: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        errors = []
+        if self.autocast_dtype not in ("float16", "bfloat16"):
+            errors.append(f"model.autocast_dtype: {self.autocast_dtype!r} is not 'float16' or 'bfloat16'")
+        if self.gumbel_noise not in ("left", "logistic"):
+            errors.append(f"model.gumbel_noise: {self.gumbel_noise!r} is not 'left' or 'logistic'")
+        if self.shuffle_mask_mode not in ("global", "per_layer"):
+            errors.append(f"model.shuffle_mask_mode: {self.shuffle_mask_mode!r} is not 'global' or 'per_layer'")
+        if self.llm_dtype not in ("auto", "float32", "float16", "bfloat16"):
+            errors.append(f"model.llm_dtype: {self.llm_dtype!r} is not auto/float32/float16/bfloat16")
+        if self.prompt_template and self.prompt_template.count("{}") != 1:
+            errors.append(f"model.prompt_template: {self.prompt_template!r} must contain exactly one '{{}}'")
+        if self.qformer_hidden_size % self.qformer_num_heads:
+            errors.append("model.qformer_hidden_size must be a multiple of model.qformer_num_heads")
+        if not self.use_speech_Qformer:
+            errors.append("model.use_speech_Qformer: only the Q-Former aligner exists (as in the official code)")
+        if errors:
+            raise ConfigError("; ".join(errors))
+
+
+@dataclass
+class DatasetsConfig:
+    """The ``datasets:`` section."""
+
+    train_ann_path: str = ""
+    valid_ann_path: str = ""
+    test_ann_path: str = ""
+    whisper_path: str = ""
+    # Drop manifest entries whose audio is bad (reported once) instead of stopping.
+    skip_bad_entries: bool = False
+
+
+@dataclass
+class OptimConfig:
+    """``run.optims``: AdamW with linear warm-up then cosine decay (official defaults)."""
+
+    max_epoch: int = 30
+    warmup_steps: int = 3000
+    warmup_start_lr: float = 1e-6
+    init_lr: float = 1e-2
+    min_lr: float = 1e-4
+    weight_decay: float = 0.05
+    beta2: float = 0.999
+
+
+@dataclass
+class RunConfig:
+    """The ``run:`` section (official keys plus resume / checkpointing extensions)."""
+
+    seed: int = 42
+    output_dir: str = "exp/demo_output"
+    evaluate: bool = False
+    log_freq: int = 5
+    epoch_based: bool = False
+    iters_per_epoch: int = 3000
+    accum_grad_iters: int = 1
+    batch_size_train: int = 8
+    batch_size_eval: int = 8
+    num_workers: int = 8
+    device: str = "auto"
+    use_distributed: bool = True
+    amp: bool = True
+    world_size: int = 1
+    dist_url: str = "env://"
+    tau_decay_steps: float = 0.3
+    tau_temp_begin: float = 4.0
+    tau_temp_end: float = 0.05
+    norm_lambda: float = 1e-4
+    optims: OptimConfig = field(default_factory=OptimConfig)
+    # --- ahamask extensions ---
+    job_id: str = ""
+    resume: str = ""
+    save_every_steps: int = 0
+    mask_init_mean: float = 4.0
+    mask_init_std: float = 0.02
+    cache_speech_embeds: bool = False
+    max_val_batches: int = 0
+
+    def __post_init__(self) -> None:
+        errors = []
+        for key in ("iters_per_epoch", "accum_grad_iters", "batch_size_train", "batch_size_eval", "log_freq"):
+            if getattr(self, key) < 1:
+                errors.append(f"run.{key}: {getattr(self, key)} must be >= 1")
+        if self.tau_decay_steps < 0:
+            errors.append(f"run.tau_decay_steps: {self.tau_decay_steps} must be >= 0")
+        if self.tau_temp_begin <= 0 or self.tau_temp_end <= 0:
+            errors.append("run.tau_temp_begin / run.tau_temp_end must be > 0")
+        if self.optims.max_epoch < 1:
+            errors.append(f"run.optims.max_epoch: {self.optims.max_epoch} must be >= 1")
+        if errors:
+            raise ConfigError("; ".join(errors))
+
+
+@dataclass
+class TrainConfig:
+    """A training YAML: ``model``, ``datasets`` and ``run``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    datasets: DatasetsConfig = field(default_factory=DatasetsConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class GenerateConfig:
+    """``generate:``: the official generation keys and their defaults in the decode config."""
+
+    max_new_tokens: int = 200
+    num_beams: int = 4
+    do_sample: bool = False
+    min_length: int = 1
+    temperature: float = 1.0
+    top_p: float = 0.9
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0
+
+
+@dataclass
+class DecodeConfig:
+    """A decoding YAML (evaluate.py, cli_inference.py)."""
+
+    batch_size_eval: int = 4
+    num_workers: int = 0
+    test_data_path: str = ""
+    output_path: str = "tmp.json"
+    prompt: str = ""
+    prob_threshold: float = 0.5
+    device: str = "auto"
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.prob_threshold < 1.0:
+            raise ConfigError(f"prob_threshold: {self.prob_threshold} must be in (0, 1)")
+        if self.batch_size_eval < 1:
+            raise ConfigError(f"batch_size_eval: {self.batch_size_eval} must be >= 1")
+
+
+T = TypeVar("T")
+
+
+def parse_overrides(tokens: Sequence[str] | None) -> list[tuple[str, str]]:
+    """Turn ``--options`` tokens into ``(key, value)`` pairs.
+
+    Accepts ``key=value`` tokens and the official alternating form ``key value``; both may be mixed.
+
+    Raises:
+        ConfigError: a key without a value.
+    """
+    pairs: list[tuple[str, str]] = []
+    items = list(tokens or [])
+    i = 0
+    while i < len(items):
+        token = items[i]
+        if token.startswith("--"):
+            raise ConfigError(f"override {token!r}: flags are not overrides; write key=value")
+        if "=" in token:
+            key, value = token.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(items):
+                raise ConfigError(f"override {token!r} has no value (write {token}=VALUE)")
+            key, value = token, items[i + 1]
+            i += 2
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def _flatten(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """Yield ``(dotted_key, leaf_value)`` for a loaded YAML tree (lists count as leaves)."""
+    if isinstance(node, DictConfig):
+        if not len(node) and prefix:
+            yield prefix, {}
+        for key in node.keys():
+            child = node._get_node(key)
+            value = child if isinstance(child, (DictConfig, ListConfig)) else node[key]
+            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, node
+
+
+def _suggest(schema_node: Any, key: str) -> str:
+    """A 'did you mean' hint for an unknown key, from the keys the schema has at that level."""
+    parent, _, leaf = key.rpartition(".")
+    try:
+        node = OmegaConf.select(schema_node, parent) if parent else schema_node
+        options = list(node.keys()) if isinstance(node, DictConfig) else []
+    except OmegaConfBaseException:
+        options = []
+    close = difflib.get_close_matches(leaf, options, n=1)
+    return f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
+
+
+def load_config(
+    path: str | Path | None,
+    schema: type[T],
+    overrides: Sequence[str] | None = None,
+) -> T:
+    """Load a YAML file onto a dataclass schema, apply overrides, and validate everything at once.
+
+    Args:
+        path: YAML file (``None`` uses the schema defaults only).
+        schema: one of the config dataclasses, e.g. ``TrainConfig``.
+        overrides: ``--options`` tokens (``key=value`` or alternating ``key value``).
+
+    Returns:
+        The validated dataclass instance.
+
+    Raises:
+        ConfigError: naming the file and every unknown key, bad type, missing value or failed check.
+
+    Example:
+        >>> cfg = load_config("configs/config.yaml", TrainConfig, ["run.seed=1"])
+    """
+    source = str(path) if path is not None else "<defaults>"
+    base = OmegaConf.structured(schema)
+    errors: list[str] = []
+    entries: list[tuple[str, Any, str]] = []
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"{source}: no such config file")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as exc:  # yaml errors come in several classes
+            raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+        entries += [(k, v, source) for k, v in _flatten(loaded)]
+    for key, value in parse_overrides(overrides):
+        parsed = OmegaConf.from_dotlist([f"{key}={value}"])
+        entries.append((key, OmegaConf.select(parsed, key), "--options"))
+    for key, value, origin in entries:
+        try:
+            try:
+                OmegaConf.update(base, key, value, merge=True)
+            except OmegaConfBaseException:
+                if value is not None:
+                    raise
+                # An empty value (``key:`` in YAML, ``key=`` on the command line) means "" for a string key.
+                OmegaConf.update(base, key, "", merge=True)
+        except OmegaConfBaseException as exc:
+            reason = str(exc).splitlines()[0]
+            if "not in" in reason or "Key" in reason and "not" in reason:
+                reason = "unknown key" + _suggest(base, key)
+            errors.append(f"{key}: {reason} [{origin}]")
+    for key in sorted(OmegaConf.missing_keys(base)):
+        errors.append(f"{key}: missing mandatory value")
+    if errors:
+        raise ConfigError(f"{source}: " + "; ".join(errors))
+    try:
+        return OmegaConf.to_object(base)  # runs each __post_init__ check
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from None
+
+
+def load_train_config(path: str | Path, overrides: Sequence[str] | None = None) -> TrainConfig:
+    """Load a training YAML (``model``, ``datasets``, ``run``)."""
+    return load_config(path, TrainConfig, overrides)
+
+
+def load_decode_config(path: str | Path, overrides: Sequence[str] | None = None) -> DecodeConfig:
+    """Load a decoding YAML (evaluate.py / cli_inference.py keys)."""
+    return load_config(path, DecodeConfig, overrides)
+
+
+def to_yaml(cfg: Any) -> str:
+    """Render a config dataclass as YAML (saved next to checkpoints for reproducibility)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
