@@ -210,7 +210,16 @@ class MaskTrainer:
             self.save_checkpoint(epoch, self.iters_per_epoch, self.output_dir / f"checkpoint_{epoch}.pth")
             if self.dist.world_size > 1:
                 dist_utils.barrier()
+        if self.dist.world_size > 1:
+            self._check_ranks_agree()
         return self.output_dir
+
+    def _check_ranks_agree(self) -> None:
+        """Every rank must hold the same mask (gradients are averaged); a mismatch is a bug, not noise."""
+        masks = dist_utils.all_gather_object(self.mask.tensor.detach().cpu())
+        if not all(torch.equal(masks[0], m) for m in masks[1:]):
+            raise RuntimeError("the mask differs between ranks after training")
+        log_rank_zero(logger, "mask identical on %d ranks", len(masks))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         run = self.cfg.run
