@@ -1,0 +1,174 @@
+"""Batched decoding of a manifest into the official prediction JSON (what ``evaluate.py`` runs).
+
+Official behaviour kept: the prompt is ``prompt_template`` around ``"<Speech><SpeechHere></Speech> " + prompt``;
+with ``model.weight_mask_path`` set the binarised mask is applied (``sigmoid >= prob_threshold``); outputs are
+stripped, newlines become spaces and a trailing ``</s>`` is removed; the file is
+``{"prompt": ..., "prediction": [{"id", "ground_truth", "output"}]}``. Added: the file is written atomically,
+``shuffle_mask`` is seeded, every sample decodes to its own EOS, and ``torchrun`` shards the manifest over
+ranks with rank 0 merging in manifest order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from ..config import DecodeConfig
+from ..masking.checkpoint import load_mask
+from ..masking.mask import binarize, check_mask_length, mask_stats, shuffle_mask
+from ..utils import distributed as dist_utils
+from ..utils.device import resolve_device
+from ..utils.io import atomic_write_json
+from ..utils.logging import log_rank_zero
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["postprocess", "decode_dataset", "prepare_mask", "evaluate"]
+
+
+def postprocess(answer: str) -> str:
+    """The official clean-up of a decoded answer: strip, newlines to spaces, drop a trailing ``</s>``."""
+    answer = answer.strip().replace("\n", " ")
+    return answer[: -len("</s>")] if answer.endswith("</s>") else answer
+
+
+def prepare_mask(
+    path: str, n_layers: int, n_heads: int, prob_threshold: float = 0.5,
+    shuffle: bool = False, shuffle_mode: str = "global", shuffle_seed: int = 0,
+) -> torch.Tensor:
+    """Load a mask file and return the 0/1 head weights to apply (optionally shuffled: random-mask ablation).
+
+    Raises:
+        MaskFileError / MaskShapeError: unreadable file or a mask made for another model (both shapes named).
+    """
+    logits = load_mask(path)
+    check_mask_length(logits, n_layers, n_heads, source=path)
+    stats = mask_stats(logits, n_layers, n_heads, prob_threshold)
+    log_rank_zero(logger, "mask %s: after thresholding at %.2f, %s", path, prob_threshold, stats.describe())
+    binary = binarize(logits, prob_threshold)
+    if shuffle:
+        binary = shuffle_mask(binary, n_layers, n_heads, mode=shuffle_mode, seed=shuffle_seed)
+        log_rank_zero(logger, "shuffle_mask: the same number of active heads placed at random (%s, seed %d)",
+                      shuffle_mode, shuffle_seed)
+    return binary
+
+
+def decode_dataset(
+    model: Any,
+    dataset: Dataset,
+    *,
+    generate_cfg: Any,
+    instruction: str = "",
+    prompts: Sequence[str] | None = None,
+    mask_logits: torch.Tensor | None = None,
+    head_weights: torch.Tensor | None = None,
+    prob_threshold: float = 0.5,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    indices: Sequence[int] | None = None,
+    progress: bool = True,
+    speech_embeds: torch.Tensor | None = None,
+) -> list[dict[str, Any]]:
+    """Decode (a subset of) a dataset; returns one record per entry in dataset order.
+
+    Args:
+        model: a :class:`~ahamask.models.salmonn.SALMONN`.
+        dataset: a :class:`~ahamask.data.dataset.SALMONNDataset`.
+        generate_cfg: the ``generate`` keys.
+        instruction: the instruction written after the speech (``""`` with a mask, as the official).
+        prompts: full wrapped prompts per entry instead of ``instruction`` (e.g. per-task prompts).
+        mask_logits: mask logits, binarised with ``prob_threshold``; or give ``head_weights`` (0/1) directly.
+        batch_size, num_workers: DataLoader settings.
+        indices: the entries to decode (a rank's shard); all by default.
+        progress: show a tqdm bar.
+        speech_embeds: [len(indices or dataset), N, D] precomputed speech embeddings (the sweep reuses them:
+            they do not depend on the prompt).
+
+    Returns:
+        ``[{"id", "ground_truth", "output", "task"}]``.
+    """
+    if mask_logits is not None:
+        head_weights = binarize(mask_logits, prob_threshold)
+    order = list(indices) if indices is not None else list(range(len(dataset)))
+    loader = DataLoader(
+        Subset(dataset, order), batch_size=batch_size, num_workers=num_workers, collate_fn=dataset.collater
+    )
+    default_prompt = model.prompt_for(instruction)
+    records: list[dict[str, Any]] = []
+    bar = tqdm(total=len(order), desc="decoding", disable=not progress, leave=False, dynamic_ncols=True)
+    start = 0
+    for samples in loader:
+        n = len(samples["id"])
+        batch_prompts = list(prompts[start : start + n]) if prompts is not None else [default_prompt] * n
+        embeds = speech_embeds[start : start + n] if speech_embeds is not None else None
+        answers = model.generate(
+            samples, generate_cfg, prompts=batch_prompts, head_weights=head_weights, speech_embeds=embeds
+        )
+        for i, answer in enumerate(answers):
+            records.append(
+                {"id": samples["id"][i], "ground_truth": samples["text"][i], "output": postprocess(answer),
+                 "task": samples["task"][i]}
+            )
+        start += n
+        bar.update(n)
+    bar.close()
+    return records
+
+
+def evaluate(cfg: DecodeConfig, device: str | None = None) -> Path:
+    """Decode ``cfg.test_data_path`` and write the official prediction JSON to ``cfg.output_path``.
+
+    Under ``torchrun`` each rank decodes a strided shard; rank 0 merges in manifest order and writes.
+
+    Returns:
+        The output path.
+    """
+    from ..data.dataset import SALMONNDataset
+    from ..models.salmonn import SALMONN
+
+    spec = device or cfg.device
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        info = dist_utils.init_distributed(spec)
+    else:
+        info = dist_utils.DistInfo(rank=0, world_size=1, local_rank=0, device=resolve_device(spec), is_main=True)
+    torch.manual_seed(cfg.seed)
+    model = SALMONN.from_config(cfg.model, device=info.device).eval()
+    head_weights = None
+    mask_path = cfg.model.weight_mask_path
+    if mask_path:
+        head_weights = prepare_mask(
+            mask_path, model.n_layers, model.n_heads, cfg.prob_threshold,
+            cfg.model.shuffle_mask, cfg.model.shuffle_mask_mode, cfg.model.shuffle_mask_seed,
+        )
+        if cfg.prompt.strip():
+            logger.warning("a mask is applied together with the instruction %r: AHAMask masks are trained with "
+                           "no instruction", cfg.prompt)
+    else:
+        log_rank_zero(logger, "no mask: the official model with the instruction %r", cfg.prompt)
+    dataset = SALMONNDataset(cfg.test_data_path, cfg.model.whisper_path)
+    shard = dist_utils.shard_indices(len(dataset), info.rank, info.world_size)
+    records = decode_dataset(
+        model, dataset, generate_cfg=cfg.generate, instruction=cfg.prompt, head_weights=head_weights,
+        batch_size=cfg.batch_size_eval, num_workers=cfg.num_workers, indices=shard, progress=info.is_main,
+    )
+    if info.world_size > 1:
+        records = dist_utils.merge_shards(dist_utils.all_gather_object(records))
+    output = Path(cfg.output_path)
+    if info.is_main:
+        result = {
+            "prompt": cfg.prompt,
+            "prediction": [{k: r[k] for k in ("id", "ground_truth", "output")} for r in records],
+        }
+        atomic_write_json(result, output, indent=4)
+        log_rank_zero(logger, "wrote %d predictions to %s", len(records), output)
+    if info.world_size > 1:
+        dist_utils.barrier()
+        dist_utils.cleanup()
+    return output
