@@ -223,7 +223,7 @@ def test_batch_of_the_ten_real_demo_files():
     assert batch["raw_wav"].shape == (10, 169200)
     assert (~batch["padding_mask"]).sum(dim=1).tolist() == lengths
     assert batch["id"][0] == "../../../shared/reference/demo_wavs/1089-134686-0000.flac"
-    assert set(batch["task"]) == {"asr"}
+    assert set(batch["task"]) == {"gender_recognition"} and set(batch["text"]) == {"Male"}
     # 16-bit FLAC at 16 kHz: the waveform is the file's samples exactly, and the features are the extractor's.
     samples, _ = sf.read(DEMO_WAVS / "1089-134686-0001.flac", dtype="float32")
     np.testing.assert_array_equal(batch["raw_wav"][1, :52400].numpy(), samples)
