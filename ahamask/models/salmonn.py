@@ -175,11 +175,13 @@ class SALMONN(nn.Module):
         Returns:
             [batch, windows * num_speech_query_token, llm_hidden].
         """
+        if self.beats is not None and raw_wav is None:
+            raise ValueError("this SALMONN has BEATs (model.beats_path): pass raw_wav (and padding_mask) too")
         frozen = self.cfg.freeze_whisper and (self.beats is None or self.cfg.freeze_beats)
         with self.maybe_autocast(), torch.no_grad() if frozen else contextlib.nullcontext():
             speech = self.speech_encoder(spectrogram.to(self.device)).last_hidden_state
             audio = None
-            if self.beats is not None and raw_wav is not None:
+            if self.beats is not None:
                 mask = padding_mask.to(self.device) if padding_mask is not None else None
                 audio, _ = self.beats.extract_features(raw_wav.to(self.device), padding_mask=mask, feature_only=True)
         return self.encode_auditory_features(speech, audio)
