@@ -150,3 +150,18 @@ def test_two_gloo_processes_end_with_the_same_mask(tiny_bundle, tmp_path):
     assert "mask identical on 2 ranks" in result.stderr
     assert (tmp_path / "ddp" / "checkpoint_0.pth").is_file()
     assert not (tmp_path / "ddp" / "checkpoint_0.pth.tmp").exists()
+
+
+def test_shipped_tiny_configs_train_and_decode(tmp_path, monkeypatch):
+    from ahamask.config import load_decode_config
+    from ahamask.evaluation.evaluator import evaluate
+    from ahamask.models.tiny import make_tiny_bundle
+
+    monkeypatch.chdir(tmp_path)  # the tiny configs point at exp/tiny_bundle relative to the working directory
+    make_tiny_bundle(tmp_path / "exp" / "tiny_bundle")
+    out = train(load_train_config(REPO / "configs" / "tiny_config.yaml", ["run.job_id=tiny"]))
+    assert out == Path("exp/tiny_bundle/exp/tiny")
+    decoded = evaluate(load_decode_config(
+        REPO / "configs" / "tiny_decode_config.yaml", [f"model.weight_mask_path={out / 'checkpoint_1.pth'}"]
+    ))
+    assert decoded.is_file()
