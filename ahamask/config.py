@@ -104,7 +104,9 @@ class ModelConfig:
         if self.gumbel_noise not in ("left", "logistic"):
             errors.append(f"model.gumbel_noise: {self.gumbel_noise!r} is not 'left' or 'logistic'")
         if self.shuffle_mask_mode not in ("global", "per_layer"):
-            errors.append(f"model.shuffle_mask_mode: {self.shuffle_mask_mode!r} is not 'global' or 'per_layer'")
+            errors.append(
+                f"model.shuffle_mask_mode: {self.shuffle_mask_mode!r} is not 'global' or 'per_layer'"
+            )
         if self.llm_dtype not in ("auto", "float32", "float16", "bfloat16"):
             errors.append(f"model.llm_dtype: {self.llm_dtype!r} is not auto/float32/float16/bfloat16")
         if self.prompt_template and self.prompt_template.count("{}") != 1:
@@ -112,7 +114,9 @@ class ModelConfig:
         if self.qformer_hidden_size % self.qformer_num_heads:
             errors.append("model.qformer_hidden_size must be a multiple of model.qformer_num_heads")
         if not self.use_speech_Qformer:
-            errors.append("model.use_speech_Qformer: only the Q-Former aligner exists (as in the official code)")
+            errors.append(
+                "model.use_speech_Qformer: only the Q-Former aligner exists (as in the official code)"
+            )
         if errors:
             raise ConfigError("; ".join(errors))
 

@@ -10,7 +10,9 @@ from ahamask.masking.mask import as_grid, binarize, mask_stats
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("mask")
     parser.add_argument("--n-layers", type=int, default=40)
     parser.add_argument("--n-heads", type=int, default=40)
@@ -21,7 +23,10 @@ def main() -> None:
     print(f"{args.mask}: {logits.numel()} logits; {stats.describe()}")
     grid = as_grid(binarize(logits, args.threshold), args.n_layers, args.n_heads)[:, : args.n_heads]
     for layer, row in enumerate(grid):
-        print(f"layer {layer:3d}: {int(row.sum()):3d}/{args.n_heads}  " + "".join("#" if v else "." for v in row.tolist()))
+        print(
+            f"layer {layer:3d}: {int(row.sum()):3d}/{args.n_heads}  "
+            + "".join("#" if v else "." for v in row.tolist())
+        )
 
 
 if __name__ == "__main__":

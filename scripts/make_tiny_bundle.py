@@ -10,9 +10,19 @@ from ahamask.models.tiny import make_tiny_bundle
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("out")
-    for name in ("n_layers", "n_heads", "n_kv_heads", "hidden_size", "intermediate_size", "chunk_seconds", "seed"):
+    for name in (
+        "n_layers",
+        "n_heads",
+        "n_kv_heads",
+        "hidden_size",
+        "intermediate_size",
+        "chunk_seconds",
+        "seed",
+    ):
         parser.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
     parser.add_argument("--with-beats", action="store_true", default=None)
     args = vars(parser.parse_args())

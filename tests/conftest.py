@@ -18,7 +18,9 @@ def reference_dir(*parts: str) -> Path:
     """A folder of ../shared/reference, or skip the test with the reason."""
     path = REFERENCE.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"reference data not found at {path} (../shared/reference is only present beside the repo)")
+        pytest.skip(
+            f"reference data not found at {path} (../shared/reference is only present beside the repo)"
+        )
     return path
 
 

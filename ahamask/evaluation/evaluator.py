@@ -40,8 +40,13 @@ def postprocess(answer: str) -> str:
 
 
 def prepare_mask(
-    path: str, n_layers: int, n_heads: int, prob_threshold: float = 0.5,
-    shuffle: bool = False, shuffle_mode: str = "global", shuffle_seed: int = 0,
+    path: str,
+    n_layers: int,
+    n_heads: int,
+    prob_threshold: float = 0.5,
+    shuffle: bool = False,
+    shuffle_mode: str = "global",
+    shuffle_seed: int = 0,
 ) -> torch.Tensor:
     """Load a mask file and return the 0/1 head weights to apply (optionally shuffled: random-mask ablation).
 
@@ -55,8 +60,12 @@ def prepare_mask(
     binary = binarize(logits, prob_threshold)
     if shuffle:
         binary = shuffle_mask(binary, n_layers, n_heads, mode=shuffle_mode, seed=shuffle_seed)
-        log_rank_zero(logger, "shuffle_mask: the same number of active heads placed at random (%s, seed %d)",
-                      shuffle_mode, shuffle_seed)
+        log_rank_zero(
+            logger,
+            "shuffle_mask: the same number of active heads placed at random (%s, seed %d)",
+            shuffle_mode,
+            shuffle_seed,
+        )
     return binary
 
 
@@ -113,8 +122,12 @@ def decode_dataset(
         )
         for i, answer in enumerate(answers):
             records.append(
-                {"id": samples["id"][i], "ground_truth": samples["text"][i], "output": postprocess(answer),
-                 "task": samples["task"][i]}
+                {
+                    "id": samples["id"][i],
+                    "ground_truth": samples["text"][i],
+                    "output": postprocess(answer),
+                    "task": samples["task"][i],
+                }
             )
         start += n
         bar.update(n)
@@ -137,26 +150,43 @@ def evaluate(cfg: DecodeConfig, device: str | None = None) -> Path:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         info = dist_utils.init_distributed(spec)
     else:
-        info = dist_utils.DistInfo(rank=0, world_size=1, local_rank=0, device=resolve_device(spec), is_main=True)
+        info = dist_utils.DistInfo(
+            rank=0, world_size=1, local_rank=0, device=resolve_device(spec), is_main=True
+        )
     torch.manual_seed(cfg.seed)
     model = SALMONN.from_config(cfg.model, device=info.device).eval()
     head_weights = None
     mask_path = cfg.model.weight_mask_path
     if mask_path:
         head_weights = prepare_mask(
-            mask_path, model.n_layers, model.n_heads, cfg.prob_threshold,
-            cfg.model.shuffle_mask, cfg.model.shuffle_mask_mode, cfg.model.shuffle_mask_seed,
+            mask_path,
+            model.n_layers,
+            model.n_heads,
+            cfg.prob_threshold,
+            cfg.model.shuffle_mask,
+            cfg.model.shuffle_mask_mode,
+            cfg.model.shuffle_mask_seed,
         )
         if cfg.prompt.strip():
-            logger.warning("a mask is applied together with the instruction %r: AHAMask masks are trained with "
-                           "no instruction", cfg.prompt)
+            logger.warning(
+                "a mask is applied together with the instruction %r: AHAMask masks are trained with "
+                "no instruction",
+                cfg.prompt,
+            )
     else:
         log_rank_zero(logger, "no mask: the official model with the instruction %r", cfg.prompt)
     dataset = SALMONNDataset(cfg.test_data_path, cfg.model.whisper_path)
     shard = dist_utils.shard_indices(len(dataset), info.rank, info.world_size)
     records = decode_dataset(
-        model, dataset, generate_cfg=cfg.generate, instruction=cfg.prompt, head_weights=head_weights,
-        batch_size=cfg.batch_size_eval, num_workers=cfg.num_workers, indices=shard, progress=info.is_main,
+        model,
+        dataset,
+        generate_cfg=cfg.generate,
+        instruction=cfg.prompt,
+        head_weights=head_weights,
+        batch_size=cfg.batch_size_eval,
+        num_workers=cfg.num_workers,
+        indices=shard,
+        progress=info.is_main,
     )
     if info.world_size > 1:
         records = dist_utils.merge_shards(dist_utils.all_gather_object(records))

@@ -39,8 +39,10 @@ _REGISTRY_ATTR = "_ahamask_head_hooks"
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """Find the decoder layers (each with ``self_attn.o_proj``) of a LLaMA-style model, peft-wrapped or not."""
     for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) and all(
-            hasattr(layer, "self_attn") and hasattr(layer.self_attn, "o_proj") for layer in module
+        if (
+            isinstance(module, nn.ModuleList)
+            and len(module)
+            and all(hasattr(layer, "self_attn") and hasattr(layer.self_attn, "o_proj") for layer in module)
         ):
             return module
     raise ValueError(f"{type(model).__name__}: no decoder layers with self_attn.o_proj found")
@@ -54,7 +56,7 @@ def model_geometry(model: nn.Module) -> tuple[int, int, int]:
     config = getattr(attn, "config", None)
     n_heads = getattr(config, "num_attention_heads", None) if config is not None else None
     if n_heads is None:
-        n_heads = getattr(attn, "num_heads")
+        n_heads = attn.num_heads
     if head_dim is None:
         head_dim = _o_proj_in_features(attn) // n_heads
     return len(layers), int(n_heads), int(head_dim)
@@ -120,8 +122,12 @@ class HeadMaskHooks:
                 return None
             hidden = args[0]  # [batch, pos, heads * head_dim]
             batch, length, width = hidden.shape
-            weights = _expand_rows(self._heads[:, layer], batch).to(hidden.device, hidden.dtype)  # [batch, heads]
-            masked = hidden.view(batch, length, self.n_heads, width // self.n_heads) * weights[:, None, :, None]
+            weights = _expand_rows(self._heads[:, layer], batch).to(
+                hidden.device, hidden.dtype
+            )  # [batch, heads]
+            masked = (
+                hidden.view(batch, length, self.n_heads, width // self.n_heads) * weights[:, None, :, None]
+            )
             return (masked.view(batch, length, width), *args[1:])
 
         return hook
@@ -217,7 +223,9 @@ def ablate_heads(model: nn.Module, heads: Sequence[tuple[int, int]]) -> Iterator
     weights = torch.ones(n_layers, n_heads + 1)
     for layer, head in heads:
         if not (0 <= layer < n_layers and 0 <= head < n_heads):
-            raise ValueError(f"head ({layer}, {head}) is out of range for {n_layers} layers x {n_heads} heads")
+            raise ValueError(
+                f"head ({layer}, {head}) is out of range for {n_layers} layers x {n_heads} heads"
+            )
         weights[layer, head] = 0.0
     with head_mask(model, weights.reshape(-1), logits=False) as hooks:
         yield hooks

@@ -23,7 +23,9 @@ logger = logging.getLogger(__name__)
 # Entries of official checkpoints that are not parameters of this model, and why they are not loaded.
 KNOWN_EXTRA_KEYS: list[tuple[re.Pattern, str]] = [
     (
-        re.compile(r"^llama_model\.(base_model\.model\.)?model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$"),
+        re.compile(
+            r"^llama_model\.(base_model\.model\.)?model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$"
+        ),
         "LLaMA rotary frequencies: a buffer recomputed from the LLM config",
     ),
     (
@@ -74,7 +76,9 @@ def _copy_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> 
         if tuple(v.shape) != tuple(targets[k].shape)
     ]
     if bad_shapes:
-        raise CheckpointKeyError(f"{path}: shape mismatch for {len(bad_shapes)} keys: " + "; ".join(bad_shapes[:10]))
+        raise CheckpointKeyError(
+            f"{path}: shape mismatch for {len(bad_shapes)} keys: " + "; ".join(bad_shapes[:10])
+        )
     with torch.no_grad():
         for key, value in state.items():
             targets[key].copy_(value.to(targets[key].dtype))
@@ -111,7 +115,9 @@ def load_salmonn_checkpoint(model: nn.Module, path: str | Path) -> dict[str, lis
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing keys: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+            parts.append(
+                f"{len(missing)} missing keys: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
+            )
         if unexpected:
             parts.append(
                 f"{len(unexpected)} unexpected keys: {', '.join(sorted(unexpected)[:8])}"
@@ -121,7 +127,12 @@ def load_salmonn_checkpoint(model: nn.Module, path: str | Path) -> dict[str, lis
     loaded = {k: state[k] for k in expected}
     _copy_into(model, loaded, path)
     if skipped:
-        logger.info("%s: loaded %d tensors, skipped %d known extras (buffers/aliases)", path, len(loaded), len(skipped))
+        logger.info(
+            "%s: loaded %d tensors, skipped %d known extras (buffers/aliases)",
+            path,
+            len(loaded),
+            len(skipped),
+        )
     return {"loaded": sorted(loaded), "skipped": sorted(skipped)}
 
 

@@ -19,6 +19,7 @@ from ..config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
+
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
     """Silence transformers' per-file "Loading weights" bars while a model loads (restored after)."""
@@ -33,7 +34,15 @@ def quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-__all__ = ["PAD_TOKEN", "quiet_loading", "load_tokenizer", "load_llm", "load_whisper_encoder", "llm_dtype_for", "require_dir"]
+__all__ = [
+    "PAD_TOKEN",
+    "quiet_loading",
+    "load_tokenizer",
+    "load_llm",
+    "load_whisper_encoder",
+    "llm_dtype_for",
+    "require_dir",
+]
 
 PAD_TOKEN = "[PAD]"
 

@@ -58,13 +58,22 @@ class _Attention(nn.Module):
         self, hidden: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None
     ) -> torch.Tensor:
         """hidden [batch, queries, width], context [batch, frames, kv_width] -> [batch, queries, width]."""
-        q, k, v = self._split(self.query(hidden)), self._split(self.key(context)), self._split(self.value(context))
+        q, k, v = (
+            self._split(self.query(hidden)),
+            self._split(self.key(context)),
+            self._split(self.value(context)),
+        )
         bias = None
         if context_mask is not None:
             # BERT's extended mask: 0 where attended, a large negative number where masked.
             bias = (1.0 - context_mask[:, None, None, :].to(q.dtype)) * torch.finfo(q.dtype).min
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self.dropout_p if self.training else 0.0, scale=1 / math.sqrt(self.head_dim)
+            q,
+            k,
+            v,
+            attn_mask=bias,
+            dropout_p=self.dropout_p if self.training else 0.0,
+            scale=1 / math.sqrt(self.head_dim),
         )
         return out.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[1], -1)
 
@@ -126,7 +135,9 @@ class _Layer(nn.Module):
         self.intermediate_query = _Intermediate(cfg)
         self.output_query = _Output(cfg)
 
-    def forward(self, queries: torch.Tensor, audio: torch.Tensor, audio_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, queries: torch.Tensor, audio: torch.Tensor, audio_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         hidden = self.attention(queries, queries)
         hidden = self.crossattention(hidden, audio, audio_mask)
         return self.output_query(self.intermediate_query(hidden), hidden)
@@ -161,7 +172,10 @@ class _Bert(nn.Module):
         self.encoder = _Encoder(cfg)
 
     def forward(
-        self, query_embeds: torch.Tensor, encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None = None
+        self,
+        query_embeds: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         hidden = self.embeddings(query_embeds)
         for layer in self.encoder.layer:

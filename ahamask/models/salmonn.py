@@ -118,9 +118,7 @@ class SALMONN(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(
-        cls, cfg: ModelConfig | Mapping[str, Any], device: torch.device | str = "cpu"
-    ) -> SALMONN:
+    def from_config(cls, cfg: ModelConfig | Mapping[str, Any], device: torch.device | str = "cpu") -> SALMONN:
         """Build the model from a ``model:`` config section and load ``ckpt`` when set.
 
         Args:
@@ -183,10 +181,14 @@ class SALMONN(nn.Module):
             audio = None
             if self.beats is not None:
                 mask = padding_mask.to(self.device) if padding_mask is not None else None
-                audio, _ = self.beats.extract_features(raw_wav.to(self.device), padding_mask=mask, feature_only=True)
+                audio, _ = self.beats.extract_features(
+                    raw_wav.to(self.device), padding_mask=mask, feature_only=True
+                )
         return self.encode_auditory_features(speech, audio)
 
-    def encode_auditory_features(self, speech: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_auditory_features(
+        self, speech: torch.Tensor, audio: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Encoder states -> windows -> Q-Former -> projection (everything after the frozen encoders).
 
         Args:
@@ -210,7 +212,9 @@ class SALMONN(nn.Module):
             batch, frames, width = speech.shape
             if self.cfg.window_level_Qformer:
                 if frames < self.window:
-                    raise ValueError(f"{frames} encoder frames are fewer than one Q-Former window ({self.window})")
+                    raise ValueError(
+                        f"{frames} encoder frames are fewer than one Q-Former window ({self.window})"
+                    )
                 # [batch, windows, width, window] -> [batch*windows, window, width]; trailing frames that do
                 # not fill a window are dropped, as F.unfold does in the official code.
                 speech = speech.unfold(1, self.window, self.stride).permute(0, 1, 3, 2)
@@ -257,18 +261,20 @@ class SALMONN(nn.Module):
             before, after = split_prompt(prompts[i]) if prompts is not None else ("", "")
             rows_before.append([bos, *self._encode_cached(before)])
             target_ids = (
-                self._encode_cached(targets[i] + self.cfg.end_sym, self.cfg.max_txt_len) if targets is not None else []
+                self._encode_cached(targets[i] + self.cfg.end_sym, self.cfg.max_txt_len)
+                if targets is not None
+                else []
             )
             rows_after.append([*self._encode_cached(after), *target_ids])
             n_targets.append(len(target_ids))
         n_speech = speech.shape[1]
-        lengths = [len(b) + n_speech + len(a) for b, a in zip(rows_before, rows_after)]
+        lengths = [len(b) + n_speech + len(a) for b, a in zip(rows_before, rows_after, strict=True)]
         total = max(lengths)
         pad_id = self.llama_tokenizer.pad_token_id
         # One embedding lookup for all text: [batch, 2, width] ids (before-part, after-part), padded.
         width = max(max(len(b) for b in rows_before), max(len(a) for a in rows_after), 1)
         ids = torch.full((batch, 2, width), pad_id, dtype=torch.long)
-        for i, (b, a) in enumerate(zip(rows_before, rows_after)):
+        for i, (b, a) in enumerate(zip(rows_before, rows_after, strict=True)):
             ids[i, 0, : len(b)] = torch.tensor(b, dtype=torch.long)
             ids[i, 1, : len(a)] = torch.tensor(a, dtype=torch.long)
         text_embeds = self.embed_tokens(ids.to(self.device))
@@ -276,15 +282,21 @@ class SALMONN(nn.Module):
         pad_embed = self.embed_tokens(torch.tensor([pad_id], device=self.device))[0]
         embeds = pad_embed.expand(batch, total, -1).clone()
         attention = torch.zeros(batch, total, dtype=torch.long, device=self.device)
-        labels = torch.full((batch, total), -100, dtype=torch.long, device=self.device) if targets is not None else None
-        for i, (b, a) in enumerate(zip(rows_before, rows_after)):
+        labels = (
+            torch.full((batch, total), -100, dtype=torch.long, device=self.device)
+            if targets is not None
+            else None
+        )
+        for i, (b, a) in enumerate(zip(rows_before, rows_after, strict=True)):
             start = total - lengths[i] if pad_left else 0
             row = torch.cat([text_embeds[i, 0, : len(b)], speech[i], text_embeds[i, 1, : len(a)]])
             embeds[i, start : start + lengths[i]] = row
             attention[i, start : start + lengths[i]] = 1
             if labels is not None and n_targets[i]:
                 end = start + lengths[i]
-                labels[i, end - n_targets[i] : end] = ids[i, 1, len(a) - n_targets[i] : len(a)].to(self.device)
+                labels[i, end - n_targets[i] : end] = ids[i, 1, len(a) - n_targets[i] : len(a)].to(
+                    self.device
+                )
         return embeds, attention, labels
 
     def choose_prompts(self, samples: Mapping[str, Any]) -> list[str] | None:
@@ -294,7 +306,9 @@ class SALMONN(nn.Module):
         tasks = list(samples["task"])
         for task in set(tasks):
             if task not in self.prompt_dict:
-                raise KeyError(f"task {task!r} has no prompt in {self.cfg.prompt_path} (tasks: {sorted(self.prompt_dict)})")
+                raise KeyError(
+                    f"task {task!r} has no prompt in {self.cfg.prompt_path} (tasks: {sorted(self.prompt_dict)})"
+                )
         multi = self.cfg.multi_prompt or len(set(tasks)) > 1 or "QA" in tasks
         if multi:
             prompts = [random.choice(self.prompt_dict[t]) for t in tasks]
@@ -302,7 +316,7 @@ class SALMONN(nn.Module):
             prompts = [random.choice(self.prompt_dict[tasks[0]])] * len(tasks)
         questions = samples.get("Q")
         if questions is not None:
-            prompts = [p.format(q) if "{}" in p else p for p, q in zip(prompts, questions)]
+            prompts = [p.format(q) if "{}" in p else p for p, q in zip(prompts, questions, strict=True)]
         return prompts
 
     # ------------------------------------------------------------------ forward / generate
@@ -338,12 +352,18 @@ class SALMONN(nn.Module):
             prompts = self.choose_prompts(samples)
         embeds, attention, labels = self.build_inputs(speech_embeds, prompts, samples["text"])
         with self._mask_context(head_weights), self.maybe_autocast():
-            out = self.llama_model(inputs_embeds=embeds, attention_mask=attention, labels=labels, return_dict=True)
+            out = self.llama_model(
+                inputs_embeds=embeds, attention_mask=attention, labels=labels, return_dict=True
+            )
         return {"loss": out.loss, "logits": out.logits, "labels": labels}
 
     def generation_kwargs(self, generate_cfg: Any) -> dict[str, Any]:
         """Translate the official ``generate`` keys into transformers 5 ``generate`` arguments."""
-        get = generate_cfg.get if isinstance(generate_cfg, Mapping) else lambda k, d: getattr(generate_cfg, k, d)
+        get = (
+            generate_cfg.get
+            if isinstance(generate_cfg, Mapping)
+            else lambda k, d: getattr(generate_cfg, k, d)
+        )
         do_sample = bool(get("do_sample", False))
         kwargs: dict[str, Any] = {
             "max_new_tokens": int(get("max_new_tokens", 200)),

@@ -194,7 +194,9 @@ def _write_data(folder: Path, seed: int) -> dict[str, str]:
             wav = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.01 * rng.standard_normal(t.size)
             name = f"{split}_{i}.wav"
             sf.write(folder / name, wav.astype(np.float32), 16000, subtype="PCM_16")
-            entries.append({"path": name, "text": "Female" if female else "Male", "task": "gender_recognition"})
+            entries.append(
+                {"path": name, "text": "Female" if female else "Male", "task": "gender_recognition"}
+            )
         path = folder / f"{split}.json"
         path.write_text(json.dumps({"annotation": entries}, indent=2))
         manifests[split] = str(path)
@@ -354,7 +356,10 @@ def make_tiny_bundle(out: str | Path, spec: TinySpec | None = None, **overrides)
         from .tiny_beats import make_tiny_beats_checkpoint
 
         beats_path = str(make_tiny_beats_checkpoint(out / "beats.pt", seed=spec.seed + 3))
-    prompts = {"gender_recognition": ["<Speech><SpeechHere></Speech> "], "asr": ["<Speech><SpeechHere></Speech> "]}
+    prompts = {
+        "gender_recognition": ["<Speech><SpeechHere></Speech> "],
+        "asr": ["<Speech><SpeechHere></Speech> "],
+    }
     (out / "prompts" / "train_prompt.json").write_text(json.dumps(prompts, indent=2))
     manifests = _write_data(out / "data", spec.seed)
     _write_configs(out, spec, beats_path, manifests)

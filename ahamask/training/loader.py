@@ -62,7 +62,9 @@ class CyclingLoader:
         """The index batches of one pass for this rank."""
         n = len(self.dataset)
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + pass_index)).tolist()
+            order = torch.randperm(
+                n, generator=torch.Generator().manual_seed(self.seed + pass_index)
+            ).tolist()
         else:
             order = list(range(n))
         usable = (n // self.world_size) * self.world_size  # equal shards, as DistributedSampler(drop_last)

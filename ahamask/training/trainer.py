@@ -90,7 +90,9 @@ class MaskTrainer:
         self.mask = HeadMask(self.model.n_layers, self.model.n_heads, run.mask_init_mean, run.mask_init_std)
         self.mask.to(self.device)
         if self.dist.world_size > 1:
-            torch.distributed.broadcast(self.mask.tensor.data, src=0)  # DDP starts every rank from rank 0's init
+            torch.distributed.broadcast(
+                self.mask.tensor.data, src=0
+            )  # DDP starts every rank from rank 0's init
 
         data = self.cfg.datasets
         whisper = data.whisper_path or self.cfg.model.whisper_path
@@ -111,7 +113,9 @@ class MaskTrainer:
         self.iters_per_epoch = len(self.loader) if run.epoch_based else run.iters_per_epoch
         self.total_steps = run.optims.max_epoch * self.iters_per_epoch
         optims = run.optims
-        self.optimizer = build_optimizer(self.mask.named_parameters(), optims.init_lr, optims.weight_decay, optims.beta2)
+        self.optimizer = build_optimizer(
+            self.mask.named_parameters(), optims.init_lr, optims.weight_decay, optims.beta2
+        )
         self.scheduler = LinearWarmupCosineLRScheduler(
             self.optimizer,
             max_epoch=optims.max_epoch,
@@ -124,16 +128,26 @@ class MaskTrainer:
         self.scaler = build_grad_scaler(self.device, run.amp)
         self.metrics = None
         if self.dist.is_main:
-            self.metrics = MultiLogger([TensorBoardLogger(self.output_dir), JsonlLogger(self.output_dir / "steps.jsonl")])
+            self.metrics = MultiLogger(
+                [TensorBoardLogger(self.output_dir), JsonlLogger(self.output_dir / "steps.jsonl")]
+            )
             (self.output_dir / "config.yaml").write_text(to_yaml(self.cfg))
-            self._append_log_json(json.dumps(OmegaConf.to_container(OmegaConf.structured(self.cfg)), indent=4))
+            self._append_log_json(
+                json.dumps(OmegaConf.to_container(OmegaConf.structured(self.cfg)), indent=4)
+            )
         total = sum(p.numel() for p in self.model.parameters())
         log_rank_zero(
             logger,
             "AHAMask training: %d trainable mask logits (%d layers x (%d heads + 1)); %d frozen SALMONN parameters; "
             "%d steps (%d epochs x %d); output %s",
-            self.mask.tensor.numel(), self.model.n_layers, self.model.n_heads, total, self.total_steps,
-            optims.max_epoch, self.iters_per_epoch, self.output_dir,
+            self.mask.tensor.numel(),
+            self.model.n_layers,
+            self.model.n_heads,
+            total,
+            self.total_steps,
+            optims.max_epoch,
+            self.iters_per_epoch,
+            self.output_dir,
         )
         if self.resume_path:
             self.load_checkpoint(self.resume_path)
@@ -147,7 +161,9 @@ class MaskTrainer:
         """[batch, L*(H+1)] weights from the logits: Gumbel-sigmoid (hard by default) or plain sigmoid."""
         logits = self.mask().unsqueeze(0).repeat(batch_size, 1)
         if self.cfg.model.use_gumbel:
-            return gumbel_sigmoid(logits, tau, hard=self.cfg.model.gumbel_hard, noise=self.cfg.model.gumbel_noise)
+            return gumbel_sigmoid(
+                logits, tau, hard=self.cfg.model.gumbel_hard, noise=self.cfg.model.gumbel_noise
+            )
         return torch.sigmoid(logits)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -205,8 +221,14 @@ class MaskTrainer:
             stats = self.train_epoch(epoch)
             valid = self.validate(epoch) if self.valid_set is not None else {}
             if self.dist.is_main:
-                self._append_log_json(json.dumps({**{f"train_{k}": f"{v:.3f}" for k, v in stats.items()},
-                                                  **{f"valid_{k}": f"{v:.4f}" for k, v in valid.items()}}))
+                self._append_log_json(
+                    json.dumps(
+                        {
+                            **{f"train_{k}": f"{v:.3f}" for k, v in stats.items()},
+                            **{f"valid_{k}": f"{v:.4f}" for k, v in valid.items()},
+                        }
+                    )
+                )
             self.save_checkpoint(epoch, self.iters_per_epoch, self.output_dir / f"checkpoint_{epoch}.pth")
             if self.dist.world_size > 1:
                 dist_utils.barrier()
@@ -227,8 +249,13 @@ class MaskTrainer:
         totals: dict[str, float] = {}
         count = 0
         bar = tqdm(
-            range(first, self.iters_per_epoch), desc=f"epoch {epoch}", disable=not self.dist.is_main,
-            initial=first, total=self.iters_per_epoch, leave=False, dynamic_ncols=True,
+            range(first, self.iters_per_epoch),
+            desc=f"epoch {epoch}",
+            disable=not self.dist.is_main,
+            initial=first,
+            total=self.iters_per_epoch,
+            leave=False,
+            dynamic_ncols=True,
         )
         for it in bar:
             samples = next(self.loader)
@@ -237,11 +264,17 @@ class MaskTrainer:
             for key in ("loss", "ce", "normalizer", "lr", "tau", "active_heads"):
                 totals[key] = totals.get(key, 0.0) + float(stats[key])
             if self.metrics is not None and (it + 1) % run.log_freq == 0:
-                self.metrics.log_dict({k: v for k, v in stats.items() if k != "optimizer_step"}, self.global_step)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", tau=f"{stats['tau']:.2f}", heads=stats["active_heads"])
+                self.metrics.log_dict(
+                    {k: v for k, v in stats.items() if k != "optimizer_step"}, self.global_step
+                )
+            bar.set_postfix(
+                loss=f"{stats['loss']:.3f}", tau=f"{stats['tau']:.2f}", heads=stats["active_heads"]
+            )
             every = run.save_every_steps
             if every and stats["optimizer_step"] and self.global_step % every == 0:
-                self.save_checkpoint(epoch, it + 1, self.output_dir / f"checkpoint_step_{self.global_step}.pth")
+                self.save_checkpoint(
+                    epoch, it + 1, self.output_dir / f"checkpoint_step_{self.global_step}.pth"
+                )
         bar.close()
         averages = {k: v / max(count, 1) for k, v in totals.items()}
         log_rank_zero(logger, "epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in averages.items()))
@@ -252,9 +285,16 @@ class MaskTrainer:
         """Mean CE of the validation set under the binarised mask (what inference applies)."""
         run = self.cfg.run
         weights = binarize(self.mask.tensor.detach())
-        shard = Subset(self.valid_set, dist_utils.shard_indices(len(self.valid_set), self.dist.rank, self.dist.world_size))
-        loader = DataLoader(shard, batch_size=run.batch_size_eval, num_workers=run.num_workers,
-                            collate_fn=self.valid_set.collater)
+        shard = Subset(
+            self.valid_set,
+            dist_utils.shard_indices(len(self.valid_set), self.dist.rank, self.dist.world_size),
+        )
+        loader = DataLoader(
+            shard,
+            batch_size=run.batch_size_eval,
+            num_workers=run.num_workers,
+            collate_fn=self.valid_set.collater,
+        )
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
         prompt = self.model.prompt_for("") if self.cfg.model.prompt_template else None
         for index, samples in enumerate(loader):
@@ -263,7 +303,9 @@ class MaskTrainer:
             prompts = [prompt] * len(samples["id"]) if prompt else None
             with self._autocast():
                 out = self.model(samples, prompts=prompts, head_weights=weights)
-            total += torch.tensor([out["loss"].item() * len(samples["id"]), len(samples["id"])], device=self.device)
+            total += torch.tensor(
+                [out["loss"].item() * len(samples["id"]), len(samples["id"])], device=self.device
+            )
         if self.dist.world_size > 1:
             torch.distributed.all_reduce(total)
         loss = (total[0] / total[1]).item() if total[1] else math.nan
@@ -326,11 +368,23 @@ class MaskTrainer:
         if len(rng_states) == self.dist.world_size:
             restore_rng_state(rng_states[self.dist.rank])
         else:  # resumed with another world size: reseed deterministically instead
-            log_rank_zero(logger, "%s was saved by %d ranks, resuming on %d: reseeding", path, len(rng_states),
-                          self.dist.world_size, level=logging.WARNING)
+            log_rank_zero(
+                logger,
+                "%s was saved by %d ranks, resuming on %d: reseeding",
+                path,
+                len(rng_states),
+                self.dist.world_size,
+                level=logging.WARNING,
+            )
             set_seed(self.cfg.run.seed + self.global_step, self.dist.rank)
-        log_rank_zero(logger, "resumed from %s at epoch %d iteration %d (step %d)", path, self.start_epoch,
-                      self.start_iter, self.global_step)
+        log_rank_zero(
+            logger,
+            "resumed from %s at epoch %d iteration %d (step %d)",
+            path,
+            self.start_epoch,
+            self.start_iter,
+            self.global_step,
+        )
 
     def _append_log_json(self, line: str) -> None:
         with open(self.output_dir / "log.json", "a", encoding="utf-8") as handle:

@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture()
 def mask_file(tmp_path):
-    return save_mask(torch.tensor([2.0, -1.0, 2.0, 2.0, 0.5, 2.0, 2.0, -2.0, 2.0, 0.5]), tmp_path / "mask.pth")
+    return save_mask(
+        torch.tensor([2.0, -1.0, 2.0, 2.0, 0.5, 2.0, 2.0, -2.0, 2.0, 0.5]), tmp_path / "mask.pth"
+    )
 
 
 def _cfg(bundle, out, *extra):
@@ -41,7 +43,7 @@ def test_output_schema_and_manifest_order(tiny_bundle, tmp_path, mask_file):
     assert set(result) == {"prompt", "prediction"} and result["prompt"] == ""
     manifest = json.loads((tiny_bundle / "data" / "test.json").read_text())["annotation"]
     assert [p["id"] for p in result["prediction"]] == [e["path"] for e in manifest]
-    for pred, entry in zip(result["prediction"], manifest):
+    for pred, entry in zip(result["prediction"], manifest, strict=True):
         assert set(pred) == {"id", "ground_truth", "output"}
         assert pred["ground_truth"] == entry["text"]
         assert pred["output"] == pred["output"].strip() and "\n" not in pred["output"]
@@ -62,8 +64,12 @@ def _captured_prompts(monkeypatch, cfg):
     return seen
 
 
-def test_prompt_with_a_mask_has_no_instruction(tiny_bundle, tmp_path, mask_file, monkeypatch, shared_tiny_model):
-    seen = _captured_prompts(monkeypatch, _cfg(tiny_bundle, tmp_path / "p.json", f"model.weight_mask_path={mask_file}"))
+def test_prompt_with_a_mask_has_no_instruction(
+    tiny_bundle, tmp_path, mask_file, monkeypatch, shared_tiny_model
+):
+    seen = _captured_prompts(
+        monkeypatch, _cfg(tiny_bundle, tmp_path / "p.json", f"model.weight_mask_path={mask_file}")
+    )
     assert set(seen["prompts"]) == {"USER: <Speech><SpeechHere></Speech> \nASSISTANT:"}
     weights = seen["weights"][0]
     assert weights.tolist() == [1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0]  # sigmoid >= 0.5
@@ -76,14 +82,20 @@ def test_prompt_with_a_mask_has_no_instruction(tiny_bundle, tmp_path, mask_file,
 def test_prompt_without_a_mask_carries_the_instruction(tiny_bundle, tmp_path, monkeypatch):
     cfg = _cfg(tiny_bundle, tmp_path / "p.json", "prompt=  What is the gender of the speaker? ")
     seen = _captured_prompts(monkeypatch, cfg)
-    assert set(seen["prompts"]) == {"USER: <Speech><SpeechHere></Speech> What is the gender of the speaker?\nASSISTANT:"}
+    assert set(seen["prompts"]) == {
+        "USER: <Speech><SpeechHere></Speech> What is the gender of the speaker?\nASSISTANT:"
+    }
     assert seen["weights"][0] is None
     assert json.loads((tmp_path / "p.json").read_text())["prompt"] == "What is the gender of the speaker?"
 
 
 def test_instruction_with_a_mask_is_warned_about(tiny_bundle, tmp_path, mask_file, caplog):
     with caplog.at_level(logging.WARNING):
-        evaluate(_cfg(tiny_bundle, tmp_path / "p.json", f"model.weight_mask_path={mask_file}", "prompt=Transcribe."))
+        evaluate(
+            _cfg(
+                tiny_bundle, tmp_path / "p.json", f"model.weight_mask_path={mask_file}", "prompt=Transcribe."
+            )
+        )
     assert any("no instruction" in r.message for r in caplog.records)
 
 
@@ -100,9 +112,19 @@ def test_shuffle_mask_keeps_the_head_count(mask_file):
 def test_wrong_mask_for_the_model_is_a_clear_error(tiny_bundle, tmp_path):
     big = save_mask(torch.zeros(1640), tmp_path / "big.pth")
     result = subprocess.run(
-        [sys.executable, str(REPO / "evaluate.py"), "-c", str(tiny_bundle / "decode_config.yaml"),
-         "--options", f"model.weight_mask_path={big}", f"output_path={tmp_path / 'o.json'}"],
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "evaluate.py"),
+            "-c",
+            str(tiny_bundle / "decode_config.yaml"),
+            "--options",
+            f"model.weight_mask_path={big}",
+            f"output_path={tmp_path / 'o.json'}",
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
@@ -112,14 +134,38 @@ def test_wrong_mask_for_the_model_is_a_clear_error(tiny_bundle, tmp_path):
 
 def test_two_ranks_give_the_same_json_as_one(tiny_bundle, tmp_path, mask_file):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    common = [str(REPO / "evaluate.py"), "-c", str(tiny_bundle / "decode_config.yaml"), "--device", "cpu",
-              "--options", f"model.weight_mask_path={mask_file}", "batch_size_eval=1"]
-    single = subprocess.run([sys.executable, *common, f"output_path={tmp_path / 'one.json'}"],
-                            env=env, capture_output=True, text=True, timeout=300)
+    common = [
+        str(REPO / "evaluate.py"),
+        "-c",
+        str(tiny_bundle / "decode_config.yaml"),
+        "--device",
+        "cpu",
+        "--options",
+        f"model.weight_mask_path={mask_file}",
+        "batch_size_eval=1",
+    ]
+    single = subprocess.run(
+        [sys.executable, *common, f"output_path={tmp_path / 'one.json'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-2000:]
     double = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29544", *common,
-         f"output_path={tmp_path / 'two.json'}"], env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29544",
+            *common,
+            f"output_path={tmp_path / 'two.json'}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert double.returncode == 0, double.stderr[-3000:]
     assert (tmp_path / "one.json").read_text() == (tmp_path / "two.json").read_text()

@@ -56,7 +56,9 @@ def test_beats_alias_key_is_skipped_by_name(beats_bundle, beats_model, tmp_path)
 def test_ten_demo_files_run_through_whisper_and_beats(beats_model, demo_batch):
     assert demo_batch["spectrogram"].shape == (10, 80, 3000)
     with torch.no_grad():
-        embeds = beats_model.encode_speech(demo_batch["spectrogram"], demo_batch["raw_wav"], demo_batch["padding_mask"])
+        embeds = beats_model.encode_speech(
+            demo_batch["spectrogram"], demo_batch["raw_wav"], demo_batch["padding_mask"]
+        )
         silent_beats = beats_model.encode_speech(
             demo_batch["spectrogram"], torch.zeros_like(demo_batch["raw_wav"]), demo_batch["padding_mask"]
         )
@@ -75,7 +77,9 @@ def test_generation_with_a_mask_on_the_demo_files(beats_model, demo_batch):
     batch = {k: v[:3] for k, v in demo_batch.items()}
     logits = torch.full((beats_model.mask_size,), 2.0)
     logits[0] = -2.0
-    answers = beats_model.generate(batch, {"max_new_tokens": 4, "num_beams": 2}, prompts, weight_tensor=logits)
+    answers = beats_model.generate(
+        batch, {"max_new_tokens": 4, "num_beams": 2}, prompts, weight_tensor=logits
+    )
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
 
 

@@ -21,8 +21,15 @@ REPO = Path(__file__).resolve().parents[2]
 def _cfg(bundle: Path, out: Path, *extra: str):
     return load_train_config(
         bundle / "config.yaml",
-        [f"run.output_dir={out}", "run.job_id=job", "run.iters_per_epoch=4", "run.optims.max_epoch=2",
-         "run.mask_init_mean=0.3", "run.optims.init_lr=0.1", *extra],
+        [
+            f"run.output_dir={out}",
+            "run.job_id=job",
+            "run.iters_per_epoch=4",
+            "run.optims.max_epoch=2",
+            "run.mask_init_mean=0.3",
+            "run.optims.init_lr=0.1",
+            *extra,
+        ],
     )
 
 
@@ -68,7 +75,9 @@ def _mean_ce(trainer: MaskTrainer, weights) -> float:
 
 
 def test_short_training_lowers_the_loss(tiny_bundle, tmp_path):
-    cfg = _cfg(tiny_bundle, tmp_path, "run.iters_per_epoch=20", "run.optims.max_epoch=1", "run.tau_decay_steps=0.5")
+    cfg = _cfg(
+        tiny_bundle, tmp_path, "run.iters_per_epoch=20", "run.optims.max_epoch=1", "run.tau_decay_steps=0.5"
+    )
     trainer = MaskTrainer(cfg)
     trainer.setup()
     before = _mean_ce(trainer, torch.ones(10))
@@ -88,7 +97,9 @@ def test_non_finite_loss_stops_with_step_and_ids(tiny_bundle, tmp_path, monkeypa
         return {**out, "loss": out["loss"] * float("nan")}
 
     monkeypatch.setattr(trainer.model, "forward", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at epoch 0 iteration 0 .*batch ids: \['"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"non-finite loss nan at epoch 0 iteration 0 .*batch ids: \['"
+    ):
         trainer.train()
     assert not list(trainer.output_dir.glob("checkpoint_*"))
     trainer.cleanup()
@@ -114,21 +125,42 @@ KILLER = textwrap.dedent(
 
 
 def test_resume_after_sigkill_ends_with_the_same_mask(tiny_bundle, tmp_path):
-    overrides = [f"run.output_dir={tmp_path}", "run.iters_per_epoch=4", "run.optims.max_epoch=2",
-                 "run.mask_init_mean=0.3", "run.optims.init_lr=0.1", "run.save_every_steps=2"]
+    overrides = [
+        f"run.output_dir={tmp_path}",
+        "run.iters_per_epoch=4",
+        "run.optims.max_epoch=2",
+        "run.mask_init_mean=0.3",
+        "run.optims.init_lr=0.1",
+        "run.save_every_steps=2",
+    ]
     reference = train(load_train_config(tiny_bundle / "config.yaml", [*overrides, "run.job_id=straight"]))
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, str(tiny_bundle / "config.yaml"), *overrides, "run.job_id=killed"],
-        env=_env(), capture_output=True, text=True, timeout=300,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert killed.returncode == -9, killed.stderr[-2000:]
     run_dir = tmp_path / "killed"
     assert (run_dir / "checkpoint_step_4.pth").is_file() and not (run_dir / "checkpoint_1.pth").exists()
     assert not list(run_dir.glob("*.tmp"))
     resumed = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "-c", str(tiny_bundle / "config.yaml"),
-         "--resume", str(run_dir / "checkpoint_step_4.pth"), "--options", *overrides, "run.job_id=killed"],
-        env=_env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "-c",
+            str(tiny_bundle / "config.yaml"),
+            "--resume",
+            str(run_dir / "checkpoint_step_4.pth"),
+            "--options",
+            *overrides,
+            "run.job_id=killed",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     final = load_mask(run_dir / "checkpoint_1.pth")
@@ -139,12 +171,30 @@ def test_resume_after_sigkill_ends_with_the_same_mask(tiny_bundle, tmp_path):
 
 def test_two_gloo_processes_end_with_the_same_mask(tiny_bundle, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-         str(REPO / "train.py"), "-c", str(tiny_bundle / "config.yaml"), "--options",
-         f"run.output_dir={tmp_path}", "run.job_id=ddp", "run.use_distributed=true", "run.device=cpu",
-         "run.iters_per_epoch=2", "run.optims.max_epoch=1", "run.batch_size_train=1",
-         "run.mask_init_mean=0.3", "run.optims.init_lr=0.1"],
-        env=_env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29533",
+            str(REPO / "train.py"),
+            "-c",
+            str(tiny_bundle / "config.yaml"),
+            "--options",
+            f"run.output_dir={tmp_path}",
+            "run.job_id=ddp",
+            "run.use_distributed=true",
+            "run.device=cpu",
+            "run.iters_per_epoch=2",
+            "run.optims.max_epoch=1",
+            "run.batch_size_train=1",
+            "run.mask_init_mean=0.3",
+            "run.optims.init_lr=0.1",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mask identical on 2 ranks" in result.stderr
@@ -161,7 +211,10 @@ def test_shipped_tiny_configs_train_and_decode(tmp_path, monkeypatch):
     make_tiny_bundle(tmp_path / "exp" / "tiny_bundle")
     out = train(load_train_config(REPO / "configs" / "tiny_config.yaml", ["run.job_id=tiny"]))
     assert out == Path("exp/tiny_bundle/exp/tiny")
-    decoded = evaluate(load_decode_config(
-        REPO / "configs" / "tiny_decode_config.yaml", [f"model.weight_mask_path={out / 'checkpoint_1.pth'}"]
-    ))
+    decoded = evaluate(
+        load_decode_config(
+            REPO / "configs" / "tiny_decode_config.yaml",
+            [f"model.weight_mask_path={out / 'checkpoint_1.pth'}"],
+        )
+    )
     assert decoded.is_file()

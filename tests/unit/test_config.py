@@ -28,7 +28,9 @@ def test_every_shipped_yaml_loads(path):
 
 def test_official_training_defaults():
     cfg = load_train_config(CONFIGS / "config.yaml")
-    assert cfg.run.norm_lambda == pytest.approx(1e-4)  # "1e-4" is a string to YAML 1.1; the schema makes it a float
+    assert cfg.run.norm_lambda == pytest.approx(
+        1e-4
+    )  # "1e-4" is a string to YAML 1.1; the schema makes it a float
     assert cfg.run.optims.init_lr == pytest.approx(1e-2) and cfg.run.optims.warmup_steps == 3000
     assert (cfg.run.tau_decay_steps, cfg.run.tau_temp_begin, cfg.run.tau_temp_end) == (0.3, 4.0, 0.05)
     assert cfg.model.prompt_template == "USER: {}\nASSISTANT:"

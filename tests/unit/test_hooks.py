@@ -131,8 +131,12 @@ def test_cached_generation_with_a_mask_equals_uncached(llm, ids):
     mask = full_mask()
     mask[[1, 2, 8]] = 0.0
     with head_mask(llm, mask, logits=False):
-        cached = llm.generate(input_ids=ids, max_new_tokens=6, do_sample=False, use_cache=True, pad_token_id=0)
-        uncached = llm.generate(input_ids=ids, max_new_tokens=6, do_sample=False, use_cache=False, pad_token_id=0)
+        cached = llm.generate(
+            input_ids=ids, max_new_tokens=6, do_sample=False, use_cache=True, pad_token_id=0
+        )
+        uncached = llm.generate(
+            input_ids=ids, max_new_tokens=6, do_sample=False, use_cache=False, pad_token_id=0
+        )
         masked_logits = logits_of(llm, cached)
     assert torch.equal(cached, uncached)
     # The mask acted at every position of the generated continuation.
@@ -170,7 +174,9 @@ def test_hooks_are_removed_after_the_block_even_on_error(llm, ids):
 
 
 def test_wrong_mask_length_names_both_shapes(llm, ids):
-    with pytest.raises(MaskShapeError, match=r"1640 entries .*40-layer x 40-head.* 2 layers x 4 heads.* = 10"):
+    with pytest.raises(
+        MaskShapeError, match=r"1640 entries .*40-layer x 40-head.* 2 layers x 4 heads.* = 10"
+    ):
         with head_mask(llm, torch.zeros(1640), logits=False):
             pass
     assert ahamask_hook_count(llm) == 0

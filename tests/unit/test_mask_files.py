@@ -98,7 +98,9 @@ def test_pickled_code_is_refused(tmp_path):
 
 
 def test_check_length_message():
-    with pytest.raises(MaskShapeError, match=r"has 7 entries but the model has 2 layers x 4 heads, which needs"):
+    with pytest.raises(
+        MaskShapeError, match=r"has 7 entries but the model has 2 layers x 4 heads, which needs"
+    ):
         check_mask_length(torch.zeros(7), 2, 4)
 
 

@@ -15,9 +15,15 @@ from ahamask.models.salmonn import SALMONN
 
 def official_names(n_llm_layers: int = 2, n_qformer_layers: int = 2, with_beats: bool = False) -> set[str]:
     """The key set of an official SALMONN checkpoint, written out from the official naming scheme."""
-    names = {"speech_query_tokens", "ln_speech.weight", "ln_speech.bias", "speech_llama_proj.weight",
-             "speech_llama_proj.bias", "speech_Qformer.bert.embeddings.LayerNorm.weight",
-             "speech_Qformer.bert.embeddings.LayerNorm.bias"}
+    names = {
+        "speech_query_tokens",
+        "ln_speech.weight",
+        "ln_speech.bias",
+        "speech_llama_proj.weight",
+        "speech_llama_proj.bias",
+        "speech_Qformer.bert.embeddings.LayerNorm.weight",
+        "speech_Qformer.bert.embeddings.LayerNorm.bias",
+    }
     if with_beats:
         names |= {"ln_audio.weight", "ln_audio.bias"}
     for i in range(n_qformer_layers):
@@ -30,7 +36,9 @@ def official_names(n_llm_layers: int = 2, n_qformer_layers: int = 2, with_beats:
     for i in range(n_llm_layers):
         for proj in ("q_proj", "v_proj"):
             for ab in ("lora_A", "lora_B"):
-                names.add(f"llama_model.base_model.model.model.layers.{i}.self_attn.{proj}.{ab}.default.weight")
+                names.add(
+                    f"llama_model.base_model.model.model.layers.{i}.self_attn.{proj}.{ab}.default.weight"
+                )
     return names
 
 
@@ -67,7 +75,9 @@ def test_checkpoint_with_unexpected_keys_is_refused(tmp_path, tiny_bundle, share
         state["speech_Qformer.cls.predictions.bias"] = torch.zeros(3)
 
     path = _ckpt_variant(tmp_path, tiny_bundle, add)
-    with pytest.raises(CheckpointKeyError, match=r"variant.pth: .*1 unexpected keys: speech_Qformer.cls.predictions.bias"):
+    with pytest.raises(
+        CheckpointKeyError, match=r"variant.pth: .*1 unexpected keys: speech_Qformer.cls.predictions.bias"
+    ):
         load_salmonn_checkpoint(shared_tiny_model, path)
 
 
@@ -199,7 +209,11 @@ def test_window_count_of_a_30_second_input(shared_tiny_model):
 def test_generation_does_not_depend_on_batch_composition(shared_tiny_model):
     model = shared_tiny_model
     batch = _batch(3)
-    prompts = [model.prompt_for(""), model.prompt_for("What is the gender of the speaker?"), model.prompt_for("x")]
+    prompts = [
+        model.prompt_for(""),
+        model.prompt_for("What is the gender of the speaker?"),
+        model.prompt_for("x"),
+    ]
     cfg = {"max_new_tokens": 6, "num_beams": 1, "do_sample": False}
     together = model.generate(batch, cfg, prompts=prompts)
     for i in range(3):
