@@ -113,6 +113,8 @@ class ModelConfig:
             errors.append(f"model.prompt_template: {self.prompt_template!r} must contain exactly one '{{}}'")
         if self.qformer_hidden_size % self.qformer_num_heads:
             errors.append("model.qformer_hidden_size must be a multiple of model.qformer_num_heads")
+        if self.low_resource:
+            errors.append("model.low_resource: 8-bit loading (bitsandbytes) is not supported; use llm_dtype float16")
         if not self.use_speech_Qformer:
             errors.append(
                 "model.use_speech_Qformer: only the Q-Former aligner exists (as in the official code)"

@@ -81,6 +81,9 @@ def test_missing_values_and_checks(tmp_path):
     cfg.write_text("model:\n  llama_path: x\n  whisper_path: y\n  autocast_dtype: float8\n")
     with pytest.raises(ConfigError, match=r"c.yaml: model.autocast_dtype: 'float8' is not"):
         load_train_config(cfg)
+    cfg.write_text("model:\n  llama_path: x\n  whisper_path: y\n  low_resource: true\n")
+    with pytest.raises(ConfigError, match="model.low_resource: 8-bit loading"):
+        load_train_config(cfg)
     with pytest.raises(ConfigError, match="no such config file"):
         load_train_config(tmp_path / "none.yaml")
 
