@@ -1,0 +1,288 @@
+"""Talk to SALMONN from a terminal: one audio file in, one answer out, with or without an AHAMask mask.
+
+Behaviour kept from the official ``cli_inference.py``: the model comes from the decode config; when
+``model.weight_mask_path`` is set the mask is binarised with ``sigmoid >= prob_threshold``, its share of
+active heads is printed, and only a wav path is asked for (AHAMask masks replace the instruction, so the
+prompt carries none); without a mask a prompt is asked for too. Each answer is printed after ``Output:``.
+
+Added: a bad path or unreadable audio prints a one-line ``error:`` message and the loop goes on (the
+official prints whatever exception text it got); Ctrl-D / Ctrl-C end the session with a goodbye line and
+exit code 0; ``--wav`` answers once and exits; ``:mask PATH`` / ``:nomask`` switch masks mid-session; the
+audio goes through the dataset front end (:func:`ahamask.data.audio.prepare_audio` + ``collate``), so an
+answer here equals the one ``evaluate.py`` writes for the same file; ``model.shuffle_mask`` is honoured as
+in ``evaluate.py``. This module is the only library code that prints: it talks to a person.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..config import ConfigError, DecodeConfig, load_decode_config
+from ..data.audio import AudioError, load_feature_extractor, prepare_audio
+from ..data.collate import collate
+from ..evaluation.evaluator import postprocess, prepare_mask
+from ..masking.checkpoint import MaskFileError
+from ..masking.mask import MaskShapeError, head_weights
+from ..utils.device import resolve_device
+from ..utils.logging import setup_logging
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ChatSession", "chat", "main", "WAV_QUESTION", "PROMPT_QUESTION", "HELP"]
+
+# The official questions, kept verbatim so that scripts written against it keep working.
+WAV_QUESTION = "Your Wav Path:\n"
+PROMPT_QUESTION = "Your Prompt:\n"
+SEPARATOR = "=" * 37
+GOODBYE = "Bye."
+HELP = """Type the path of an audio file (any format libsndfile reads; resampled to 16 kHz), or a command:
+  :mask PATH   apply another mask (released .pth or .safetensors); no prompt is asked while a mask is on
+  :nomask      drop the mask: the official SALMONN, which needs a prompt
+  :help        this text
+  :quit        leave (also !quit, Ctrl-D, Ctrl-C)"""
+_QUIT = {":quit", ":q", ":exit", "!quit", "!exit"}
+# What bad user input raises: missing files (OSError), undecodable audio and masks that do not fit
+# (ValueError subclasses). Anything else is a bug and is not swallowed.
+_INPUT_ERRORS = (OSError, ValueError)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as a single line (libsndfile and omegaconf messages may span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _clean_path(text: str) -> str:
+    """A path as typed: surrounding quotes (terminal drag-and-drop adds them) removed, ``~`` expanded."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    return os.path.expanduser(text)
+
+
+class ChatSession:
+    """A loaded model, its audio front end and the mask currently applied; answers one file at a time.
+
+    Args:
+        model: a :class:`~ahamask.models.salmonn.SALMONN` in eval mode.
+        cfg: the decode config (``generate``, ``prob_threshold`` and the ``model.shuffle_mask*`` keys are read).
+        feature_extractor: the Whisper front end of ``cfg.model.whisper_path``.
+
+    Example:
+        >>> session = ChatSession(model, cfg, load_feature_extractor(cfg.model.whisper_path))
+        >>> session.load_mask("legacy_checkpoints/gender_librispeech/checkpoint.pth")
+        >>> session.answer("question.wav")
+        'Male'
+    """
+
+    def __init__(self, model: Any, cfg: DecodeConfig, feature_extractor: Any) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.feature_extractor = feature_extractor
+        self.mask_path: str | None = None
+        self.weights: torch.Tensor | None = None  # [L*(H+1)] 0/1, on the model's device
+
+    @property
+    def masked(self) -> bool:
+        """Whether a mask is applied (then no instruction is asked for)."""
+        return self.weights is not None
+
+    def load_mask(self, path: str | os.PathLike) -> str:
+        """Apply the mask in ``path`` from now on; the current mask stays if this one cannot be used.
+
+        Args:
+            path: a released ``.pth`` mask or a ``.safetensors`` one.
+
+        Returns:
+            A line describing the mask, e.g. ``"... 75.0% of attention heads active (6/8) ..."``.
+
+        Raises:
+            MaskFileError: the file is missing or unreadable.
+            MaskShapeError: the mask was made for another model (both geometries named).
+        """
+        model, cfg = self.model, self.cfg
+        binary = prepare_mask(
+            str(path),
+            model.n_layers,
+            model.n_heads,
+            cfg.prob_threshold,
+            cfg.model.shuffle_mask,
+            cfg.model.shuffle_mask_mode,
+            cfg.model.shuffle_mask_seed,
+        )
+        # Counted on the applied 0/1 mask, so a shuffled mask reports what is really used (the same counts).
+        heads = int(head_weights(binary, model.n_layers, model.n_heads).sum())
+        n_heads = model.n_layers * model.n_heads
+        self.weights, self.mask_path = binary.to(model.device), str(path)
+        shuffled = " (shuffled: random-mask ablation)" if cfg.model.shuffle_mask else ""
+        return (
+            f"Using weight mask from {path}{shuffled}. After thresholding at {cfg.prob_threshold:g}, "
+            f"{100.0 * heads / n_heads:.1f}% of attention heads are active ({heads}/{n_heads}); "
+            f"{100.0 * float(binary.sum()) / binary.numel():.1f}% of all {binary.numel()} entries incl. "
+            "FFN gates (the official figure)."
+        )
+
+    def drop_mask(self) -> None:
+        """Go back to the official model (no mask)."""
+        self.weights = self.mask_path = None
+
+    @torch.no_grad()
+    def answer(self, wav: str | os.PathLike, instruction: str = "") -> str:
+        """Decode one answer for one audio file.
+
+        Args:
+            wav: the audio file; shorter than 1 s is zero-padded, longer than the Whisper chunk is cut.
+            instruction: the text after the speech (``""`` with a mask, as AHAMask is trained).
+
+        Returns:
+            The answer, cleaned up as ``evaluate.py`` does (stripped, newlines to spaces, no ``</s>``).
+
+        Raises:
+            FileNotFoundError: no such file.
+            AudioError: the file gives no usable waveform (the message names it).
+        """
+        spectrogram, raw_wav = prepare_audio(wav, self.feature_extractor)
+        # The same batch dictionary a dataset gives, so the padding mask (BEATs) and shapes match evaluate.py.
+        sample = dict(spectrogram=spectrogram, raw_wav=raw_wav, text="", task="", Q="", id=str(wav))
+        samples = collate([sample])
+        prompt = self.model.prompt_for(instruction)
+        answers = self.model.generate(samples, self.cfg.generate, prompts=[prompt], head_weights=self.weights)
+        return postprocess(answers[0])
+
+
+def _command(session: ChatSession, line: str, output: Callable[[str], Any]) -> bool:
+    """Run a ``:command``; returns False when the session should end."""
+    word, _, arg = line.partition(" ")
+    word = word.lower()
+    if word in _QUIT:
+        return False
+    if word == ":help":
+        output(HELP)
+    elif word == ":nomask":
+        session.drop_mask()
+        output("Mask dropped: the official SALMONN; a prompt will be asked for.")
+    elif word == ":mask":
+        if not arg.strip():
+            output("usage: :mask PATH")
+            return True
+        try:
+            output(session.load_mask(_clean_path(arg)))
+        except _INPUT_ERRORS as exc:
+            kept = f"still using {session.mask_path}" if session.masked else "still no mask"
+            output(f"error: {_one_line(exc)} ({kept})")
+    else:
+        output(f"unknown command {word!r} (type :help)")
+    return True
+
+
+def _loop(session: ChatSession, input_fn: Callable[[str], str], output: Callable[[str], Any]) -> int:
+    """The official loop: wav path, prompt when no mask is on, answer; until EOF, Ctrl-C or :quit."""
+    output("Type :help for commands.")
+    try:
+        while True:
+            output(SEPARATOR)
+            line = input_fn(WAV_QUESTION).strip()
+            if not line:
+                continue
+            # "!quit" too: the quit word of litgpt-style REPLs, which users may type out of habit.
+            if line.startswith((":", "!")):
+                if not _command(session, line, output):
+                    break
+                continue
+            instruction = "" if session.masked else input_fn(PROMPT_QUESTION)
+            try:
+                answer = session.answer(_clean_path(line), instruction)
+            except _INPUT_ERRORS as exc:
+                output(f"error: {_one_line(exc)}")
+                continue
+            output("Output:")
+            output(answer)
+    except (EOFError, KeyboardInterrupt):
+        # Ctrl-D / Ctrl-C mean "I am done", not a failure: the terminal line is finished first.
+        output("")
+    output(GOODBYE)
+    return 0
+
+
+def chat(
+    cfg: DecodeConfig,
+    device: str | None = None,
+    wav: str | None = None,
+    prompt: str | None = None,
+    input_fn: Callable[[str], str] = input,
+    output: Callable[[str], Any] = print,
+) -> int:
+    """Load the model of a decode config and answer questions about audio files.
+
+    Args:
+        cfg: the decode config; ``model.weight_mask_path`` (if set) is applied from the start.
+        device: ``auto``, ``cpu``, ``cuda[:i]`` or ``npu[:i]``; ``None`` uses ``cfg.device``.
+        wav: answer for this file once and return (one-shot use) instead of starting the loop.
+        prompt: the instruction for ``wav``; by default ``cfg.prompt`` without a mask and none with one.
+        input_fn: reads a line after showing a question (tests pass a fake; EOFError ends the loop).
+        output: shows a line to the user.
+
+    Returns:
+        The exit code: 0, or 1 when the one-shot file could not be read.
+
+    Raises:
+        ValueError: a device that does not exist.
+        MaskFileError, MaskShapeError: ``model.weight_mask_path`` cannot be used (no silent fallback).
+        FileNotFoundError: a model path of the config is missing.
+
+    Example:
+        >>> chat(load_decode_config("configs/decode_config.yaml"), wav="question.wav")
+    """
+    from ..models.salmonn import SALMONN  # the model stack imports transformers: loaded only when used
+
+    # Seeded as evaluate.py seeds, so sampled decoding (generate.do_sample) answers as it does there.
+    torch.manual_seed(cfg.seed)
+    model = SALMONN.from_config(cfg.model, device=resolve_device(device or cfg.device)).eval()
+    session = ChatSession(model, cfg, load_feature_extractor(cfg.model.whisper_path))
+    if cfg.model.weight_mask_path:
+        output(session.load_mask(cfg.model.weight_mask_path))
+    else:
+        output("Not using a weight mask: the official SALMONN, which needs a prompt.")
+    if wav is None:
+        return _loop(session, input_fn, output)
+    if prompt is None:
+        prompt = "" if session.masked else cfg.prompt
+    elif session.masked and prompt.strip():
+        output("note: the mask was trained with no instruction; the given prompt is used anyway")
+    try:
+        answer = session.answer(_clean_path(wav), prompt)
+    except _INPUT_ERRORS as exc:
+        output(f"error: {_one_line(exc)}")
+        return 1
+    output("Output:")
+    output(answer)
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """The body of ``cli_inference.py``: config errors and unusable masks become one line and exit code 2.
+
+    Args:
+        args: ``cfg_path``, ``options``, ``device``, ``wav`` and ``prompt`` from the command line.
+
+    Returns:
+        The process exit code.
+    """
+    # Warnings only: INFO records (model loading, the mask line that is printed anyway) would interleave
+    # with the conversation.
+    setup_logging(logging.WARNING, rank=0)
+    if args.prompt is not None and args.wav is None:
+        print("error: --prompt needs --wav (in a session the prompt is asked for)", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_decode_config(args.cfg_path, args.options)
+        return chat(cfg, device=args.device, wav=args.wav, prompt=args.prompt)
+    except (ConfigError, MaskFileError, MaskShapeError, AudioError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
