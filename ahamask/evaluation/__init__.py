@@ -1,0 +1,1 @@
+"""Decoding manifests, scoring predictions with the paper's metrics, and the instruction-sensitivity sweep."""

@@ -1,0 +1,1 @@
+"""Mask training: the trainer, its loader, schedules and optimizer."""

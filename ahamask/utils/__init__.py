@@ -1,0 +1,1 @@
+"""Device, distributed, I/O, logging and seeding helpers."""
