@@ -89,6 +89,12 @@ class MaskTrainer:
         self.model.eval()  # dropout off in every SALMONN module, as the official (lm_model.eval())
         self.mask = HeadMask(self.model.n_layers, self.model.n_heads, run.mask_init_mean, run.mask_init_std)
         self.mask.to(self.device)
+        # Everything before the LLM is frozen, so with run.cache_speech_embeds each clip is encoded once.
+        self.speech_cache = None
+        if run.cache_speech_embeds:
+            from .speech_cache import SpeechEmbeddingCache
+
+            self.speech_cache = SpeechEmbeddingCache(self.model)  # the front end is frozen and in eval mode
         if self.dist.world_size > 1:
             torch.distributed.broadcast(
                 self.mask.tensor.data, src=0
@@ -180,7 +186,8 @@ class MaskTrainer:
         with self._autocast():
             weights = self.mask_weights(batch_size, tau)
             normalizer = weights.sum(dim=1).mean()
-            out = self.model(samples, head_weights=weights)
+            embeds = self.speech_cache.get_or_compute(samples) if self.speech_cache is not None else None
+            out = self.model(samples, head_weights=weights, speech_embeds=embeds)
             ce = out["loss"]
             loss = ce + run.norm_lambda * normalizer
         if not torch.isfinite(loss):
@@ -302,7 +309,8 @@ class MaskTrainer:
                 break
             prompts = [prompt] * len(samples["id"]) if prompt else None
             with self._autocast():
-                out = self.model(samples, prompts=prompts, head_weights=weights)
+                embeds = self.speech_cache.get_or_compute(samples) if self.speech_cache is not None else None
+                out = self.model(samples, prompts=prompts, head_weights=weights, speech_embeds=embeds)
             total += torch.tensor(
                 [out["loss"].item() * len(samples["id"]), len(samples["id"])], device=self.device
             )
