@@ -114,7 +114,9 @@ class ModelConfig:
         if self.qformer_hidden_size % self.qformer_num_heads:
             errors.append("model.qformer_hidden_size must be a multiple of model.qformer_num_heads")
         if self.low_resource:
-            errors.append("model.low_resource: 8-bit loading (bitsandbytes) is not supported; use llm_dtype float16")
+            errors.append(
+                "model.low_resource: 8-bit loading (bitsandbytes) is not supported; use llm_dtype float16"
+            )
         if not self.use_speech_Qformer:
             errors.append(
                 "model.use_speech_Qformer: only the Q-Former aligner exists (as in the official code)"
@@ -231,10 +233,19 @@ class DecodeConfig:
     prob_threshold: float = 0.5
     device: str = "auto"
     seed: int = 42
+    # --- ahamask extensions ---
+    # How a binary mask is applied while decoding: "fold" zeroes the masked heads' o_proj columns for the
+    # run (zero cost, identical outputs), "hooks" multiplies head outputs in forward pre-hooks.
+    mask_application: str = "fold"
+    # Decode in length-sorted batches with batched Whisper features (single process; same answers without
+    # BEATs, whose features depend on the batch padding).
+    bucket_by_length: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def __post_init__(self) -> None:
+        if self.mask_application not in ("fold", "hooks"):
+            raise ConfigError(f"mask_application: {self.mask_application!r} is not 'fold' or 'hooks'")
         if not 0.0 < self.prob_threshold < 1.0:
             raise ConfigError(f"prob_threshold: {self.prob_threshold} must be in (0, 1)")
         if self.batch_size_eval < 1:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import nullcontext
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from ..config import DecodeConfig
 from ..masking.checkpoint import load_mask
+from ..masking.fold import fold_head_mask
 from ..masking.mask import binarize, check_mask_length, mask_stats, shuffle_mask
 from ..utils import distributed as dist_utils
 from ..utils.device import resolve_device
@@ -177,17 +179,31 @@ def evaluate(cfg: DecodeConfig, device: str | None = None) -> Path:
         log_rank_zero(logger, "no mask: the official model with the instruction %r", cfg.prompt)
     dataset = SALMONNDataset(cfg.test_data_path, cfg.model.whisper_path)
     shard = dist_utils.shard_indices(len(dataset), info.rank, info.world_size)
-    records = decode_dataset(
-        model,
-        dataset,
+    common = dict(
         generate_cfg=cfg.generate,
         instruction=cfg.prompt,
-        head_weights=head_weights,
         batch_size=cfg.batch_size_eval,
         num_workers=cfg.num_workers,
-        indices=shard,
         progress=info.is_main,
     )
+    fold = head_weights is not None and cfg.mask_application == "fold"
+    if cfg.bucket_by_length and info.world_size == 1:
+        from .bucketing import decode_bucketed
+
+        records = decode_bucketed(model, dataset, head_weights=head_weights, fold=fold, **common)
+    else:
+        if cfg.bucket_by_length:
+            log_rank_zero(
+                logger, "bucket_by_length applies to single-process runs; decoding in manifest order"
+            )
+        # Folding the binary mask into o_proj makes masked decoding cost the same as unmasked decoding.
+        context = (
+            fold_head_mask(model, head_weights, apply_ffn=cfg.model.apply_ffn_mask) if fold else nullcontext()
+        )
+        with context:
+            records = decode_dataset(
+                model, dataset, head_weights=None if fold else head_weights, indices=shard, **common
+            )
     if info.world_size > 1:
         records = dist_utils.merge_shards(dist_utils.all_gather_object(records))
     output = Path(cfg.output_path)

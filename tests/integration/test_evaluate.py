@@ -68,7 +68,10 @@ def test_prompt_with_a_mask_has_no_instruction(
     tiny_bundle, tmp_path, mask_file, monkeypatch, shared_tiny_model
 ):
     seen = _captured_prompts(
-        monkeypatch, _cfg(tiny_bundle, tmp_path / "p.json", f"model.weight_mask_path={mask_file}")
+        monkeypatch,
+        _cfg(
+            tiny_bundle, tmp_path / "p.json", f"model.weight_mask_path={mask_file}", "mask_application=hooks"
+        ),
     )
     assert set(seen["prompts"]) == {"USER: <Speech><SpeechHere></Speech> \nASSISTANT:"}
     weights = seen["weights"][0]
@@ -169,3 +172,18 @@ def test_two_ranks_give_the_same_json_as_one(tiny_bundle, tmp_path, mask_file):
     )
     assert double.returncode == 0, double.stderr[-3000:]
     assert (tmp_path / "one.json").read_text() == (tmp_path / "two.json").read_text()
+
+
+def test_folded_hooked_and_bucketed_decoding_write_the_same_json(tiny_bundle, tmp_path, mask_file):
+    texts = []
+    for name, extra in (
+        ("fold", []),
+        ("hooks", ["mask_application=hooks"]),
+        ("bucket", ["bucket_by_length=true"]),
+    ):
+        out = evaluate(
+            _cfg(tiny_bundle, tmp_path / f"{name}.json", f"model.weight_mask_path={mask_file}", *extra)
+        )
+        texts.append(out.read_text())
+    assert texts[0] == texts[1] == texts[2]
+    assert len(json.loads(texts[0])["prediction"]) == 4
