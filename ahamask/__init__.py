@@ -25,6 +25,8 @@ _EXPORTS = {
     "HeadMask": "ahamask.masking.mask",
     "binarize": "ahamask.masking.mask",
     "mask_stats": "ahamask.masking.mask",
+    "fold_head_mask": "ahamask.masking.fold",
+    "prune_heads": "ahamask.masking.prune",
     "SALMONN": "ahamask.models.salmonn",
     "make_tiny_bundle": "ahamask.models.tiny",
     "load_train_config": "ahamask.config",
