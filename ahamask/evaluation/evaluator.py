@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import nullcontext
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from ..utils.logging import log_rank_zero
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["postprocess", "decode_dataset", "prepare_mask", "evaluate"]
+__all__ = ["postprocess", "decode_dataset", "prepare_mask", "prepare_config_mask", "evaluate"]
 
 
 def postprocess(answer: str) -> str:
@@ -69,6 +69,19 @@ def prepare_mask(
             shuffle_seed,
         )
     return binary
+
+
+def prepare_config_mask(cfg: DecodeConfig, model: Any, path: str) -> torch.Tensor:
+    """:func:`prepare_mask` with the decode config's threshold and shuffle settings (evaluate, sweep, chat)."""
+    return prepare_mask(
+        str(path),
+        model.n_layers,
+        model.n_heads,
+        cfg.prob_threshold,
+        cfg.model.shuffle_mask,
+        cfg.model.shuffle_mask_mode,
+        cfg.model.shuffle_mask_seed,
+    )
 
 
 def decode_dataset(
@@ -160,15 +173,7 @@ def evaluate(cfg: DecodeConfig, device: str | None = None) -> Path:
     head_weights = None
     mask_path = cfg.model.weight_mask_path
     if mask_path:
-        head_weights = prepare_mask(
-            mask_path,
-            model.n_layers,
-            model.n_heads,
-            cfg.prob_threshold,
-            cfg.model.shuffle_mask,
-            cfg.model.shuffle_mask_mode,
-            cfg.model.shuffle_mask_seed,
-        )
+        head_weights = prepare_config_mask(cfg, model, mask_path)
         if cfg.prompt.strip():
             logger.warning(
                 "a mask is applied together with the instruction %r: AHAMask masks are trained with "

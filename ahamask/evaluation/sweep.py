@@ -30,7 +30,7 @@ from ..config import DecodeConfig
 from ..data.collate import collate
 from ..masking.mask import check_mask_length, head_weights
 from ..utils.io import atomic_write_json
-from .evaluator import decode_dataset, prepare_mask
+from .evaluator import decode_dataset, prepare_config_mask, prepare_mask
 from .scoring import _METRIC_TITLES, UnknownTaskError, plan_task, score_predictions
 
 logger = logging.getLogger(__name__)
@@ -386,18 +386,7 @@ def instruction_sweep(
     model = SALMONN.from_config(cfg.model, device=resolve_device(device or cfg.device)).eval()
     # Mask files are binarised (and shuffled when the config asks for the random-mask ablation) exactly as
     # evaluate.py does, so a mask's figure here equals the one evaluate.py + score.py give.
-    prepared = {
-        str(p): prepare_mask(
-            str(p),
-            model.n_layers,
-            model.n_heads,
-            cfg.prob_threshold,
-            cfg.model.shuffle_mask,
-            cfg.model.shuffle_mask_mode,
-            cfg.model.shuffle_mask_seed,
-        )
-        for p in masks
-    }
+    prepared = {str(p): prepare_config_mask(cfg, model, p) for p in masks}
     report = run_sweep(
         model,
         dataset,

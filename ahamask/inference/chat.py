@@ -27,7 +27,7 @@ import torch
 from ..config import ConfigError, DecodeConfig, load_decode_config
 from ..data.audio import AudioError, load_feature_extractor, prepare_audio
 from ..data.collate import collate
-from ..evaluation.evaluator import postprocess, prepare_mask
+from ..evaluation.evaluator import postprocess, prepare_config_mask
 from ..masking.checkpoint import MaskFileError
 from ..masking.mask import MaskShapeError, head_weights
 from ..utils.device import resolve_device
@@ -107,15 +107,7 @@ class ChatSession:
             MaskShapeError: the mask was made for another model (both geometries named).
         """
         model, cfg = self.model, self.cfg
-        binary = prepare_mask(
-            str(path),
-            model.n_layers,
-            model.n_heads,
-            cfg.prob_threshold,
-            cfg.model.shuffle_mask,
-            cfg.model.shuffle_mask_mode,
-            cfg.model.shuffle_mask_seed,
-        )
+        binary = prepare_config_mask(cfg, model, path)
         # Counted on the applied 0/1 mask, so a shuffled mask reports what is really used (the same counts).
         heads = int(head_weights(binary, model.n_layers, model.n_heads).sum())
         n_heads = model.n_layers * model.n_heads
