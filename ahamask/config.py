@@ -289,7 +289,10 @@ def _flatten(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
             yield prefix, {}
         for key in node.keys():
             child = node._get_node(key)
-            value = child if isinstance(child, (DictConfig, ListConfig)) else node[key]
+            if OmegaConf.is_missing(node, key):
+                value = MISSING  # "???" in a template: reported below as a missing value
+            else:
+                value = child if isinstance(child, (DictConfig, ListConfig)) else node[key]
             yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
     else:
         yield prefix, node
