@@ -1,0 +1,254 @@
+"""The demo's stages in order, each reused on a re-run when its inputs have not changed.
+
+``exp/demo/`` (or another folder) ends up holding::
+
+    world/          the synthetic world (audio, manifests, prompt files)           stage 1
+    base_init/      the randomly initialised tiny bundle (tokenizer trained here)  stage 2
+    base/           the trained base model as a bundle (llama/, whisper/, salmonn.pth, configs)
+    masks/          <task>.yaml configs and <task>/checkpoint_0.pth masks          stage 3
+    eval/           <task>/<condition>.json prediction files and results.json      stage 4
+    report.md, report.json, mask_<task>.png, masks.png, mask_iou.png              stage 5
+
+A stage is reused when its ``stage.json`` marker (written last) carries the fingerprint of its settings and
+of the stages before it; ``force=True`` reruns everything. The report is always rewritten (seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import load_decode_config
+from ..masking.checkpoint import load_mask
+from ..synth import WorldInfo, build_world, load_world
+from ..utils.io import atomic_write_json
+from .base_model import build_initial_bundle, train_base_model
+from .masks import DEFAULT_TEMPLATE, mask_checkpoint, train_masks
+from .report import results_table, text_table, write_report
+from .settings import DemoSettings, fingerprint
+from .sweep import run_sweep
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DemoResult", "run_demo", "STAGES"]
+
+STAGES = ("world", "base model", "masks", "evaluation", "report")
+_MARKER = "stage.json"
+
+
+@dataclass
+class DemoResult:
+    """What a demo run produced.
+
+    Attributes:
+        out_dir: the demo folder.
+        report: the report.json content.
+        table: the results table as plain text.
+        stage_seconds: seconds spent per stage in this run (0 for a reused stage).
+        reused: the stages taken from an earlier run.
+    """
+
+    out_dir: Path
+    report: dict[str, Any]
+    table: str
+    stage_seconds: dict[str, float]
+    reused: list[str]
+
+
+def _reusable(folder: Path, fp: str) -> bool:
+    marker = folder / _MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") == fp
+    except (OSError, json.JSONDecodeError):
+        return False  # a damaged marker means the stage is redone, never trusted
+
+
+def _mark(folder: Path, fp: str, seconds: float) -> None:
+    atomic_write_json({"fingerprint": fp, "seconds": round(seconds, 1)}, folder / _MARKER)
+
+
+class _Stages:
+    """Runs named stages with timing, logging and reuse bookkeeping."""
+
+    def __init__(self, force: bool) -> None:
+        self.force = force
+        self.seconds: dict[str, float] = {}  # spent in this run
+        self.computed_in: dict[str, float] = {}  # what each stage took when it was computed (maybe earlier)
+        self.reused: list[str] = []
+
+    def run(
+        self, name: str, folder: Path, fp: str, work: Callable[[], Any], reload: Callable[[], Any]
+    ) -> Any:
+        number = STAGES.index(name) + 1
+        if not self.force and _reusable(folder, fp):
+            logger.info(
+                "stage %d/%d: %s: reusing %s (pass --force to redo)", number, len(STAGES), name, folder
+            )
+            self.seconds[name] = 0.0
+            self.computed_in[name] = json.loads((folder / _MARKER).read_text(encoding="utf-8")).get(
+                "seconds", 0.0
+            )
+            self.reused.append(name)
+            return reload()
+        logger.info("stage %d/%d: %s ...", number, len(STAGES), name)
+        started = time.perf_counter()
+        result = work()
+        self.seconds[name] = time.perf_counter() - started
+        self.computed_in[name] = round(self.seconds[name], 1)
+        _mark(folder, fp, self.seconds[name])
+        logger.info("stage %d/%d: %s done in %.0f s", number, len(STAGES), name, self.seconds[name])
+        return result
+
+
+def _build_world(folder: Path, settings: DemoSettings) -> WorldInfo:
+    # The demo owns this folder: a world of other settings or one cut short by an interruption is removed.
+    _clear(folder)
+    return build_world(
+        folder,
+        seed=settings.seed,
+        n_train=settings.n_train,
+        n_valid=settings.n_valid,
+        n_test=settings.n_test,
+        tasks=settings.tasks,
+    )
+
+
+def _clear(folder: Path) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+
+
+def run_demo(
+    out_dir: str | Path = "exp/demo",
+    settings: DemoSettings | None = None,
+    force: bool = False,
+    progress: bool = True,
+    template: Path = DEFAULT_TEMPLATE,
+) -> DemoResult:
+    """Runs the whole experiment: world, base model, masks, evaluation, report.
+
+    Args:
+        out_dir: the demo folder (created).
+        settings: what to run (default: the ``full`` preset).
+        force: redo every stage even when its outputs exist.
+        progress: show progress bars.
+        template: the mask config template (configs/demo_mask.yaml).
+
+    Returns:
+        The :class:`DemoResult`; the report is also on disk under ``out_dir``.
+
+    Raises:
+        ValueError / ConfigError: bad settings or template (the key is named).
+        FileNotFoundError: the template is missing.
+    """
+    settings = settings or DemoSettings()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = _Stages(force)
+    world_dir, init_dir, base_dir = out / "world", out / "base_init", out / "base"
+    mask_dir, eval_dir = out / "masks", out / "eval"
+
+    world_fp = fingerprint(
+        "world", settings.seed, settings.n_train, settings.n_valid, settings.n_test, list(settings.tasks)
+    )
+    world = stages.run(
+        "world", world_dir, world_fp, lambda: _build_world(world_dir, settings), lambda: load_world(world_dir)
+    )
+
+    base_fp = fingerprint("base", world_fp, asdict(settings.model), asdict(settings.base))
+
+    def train_base() -> dict[str, Any]:
+        _clear(init_dir)
+        build_initial_bundle(world, init_dir, settings.model, seed=settings.seed)
+        return train_base_model(world, init_dir, base_dir, settings.base, progress=progress)
+
+    base_summary = stages.run(
+        "base model",
+        base_dir,
+        base_fp,
+        train_base,
+        lambda: json.loads((base_dir / "base_training.json").read_text(encoding="utf-8")),
+    )
+
+    template_hash = hashlib.sha256(Path(template).read_bytes()).hexdigest()[:16]
+    masks_fp = fingerprint("masks", base_fp, asdict(settings.masks), template_hash, list(settings.tasks))
+
+    def train_all() -> dict[str, torch.Tensor]:
+        _clear(mask_dir)
+        return train_masks(settings.tasks, world, base_dir, mask_dir, settings.masks, template=template)
+
+    masks = stages.run(
+        "masks",
+        mask_dir,
+        masks_fp,
+        train_all,
+        lambda: {t: load_mask(mask_checkpoint(mask_dir, t)) for t in settings.tasks},
+    )
+
+    eval_fp = fingerprint(
+        "evaluation",
+        masks_fp,
+        settings.evaluation.n_instructions,
+        list(settings.evaluation.random_seeds),
+        settings.n_test,
+    )
+    decode_cfg = load_decode_config(base_dir / "decode_config.yaml")
+
+    def evaluate_all() -> dict[str, Any]:
+        from ..models.salmonn import SALMONN  # only this stage needs the model itself
+
+        _clear(eval_dir)
+        torch.manual_seed(settings.seed)
+        model = SALMONN.from_config(decode_cfg.model).eval()
+        results = run_sweep(
+            model,
+            world,
+            settings.tasks,
+            masks,
+            decode_cfg.generate,
+            eval_dir,
+            n_instructions=settings.evaluation.n_instructions,
+            random_seeds=settings.evaluation.random_seeds,
+            batch_size=settings.evaluation.batch_size,
+            progress=progress,
+        )
+        atomic_write_json(results, eval_dir / "results.json")
+        return results
+
+    results = stages.run(
+        "evaluation",
+        eval_dir,
+        eval_fp,
+        evaluate_all,
+        lambda: json.loads((eval_dir / "results.json").read_text(encoding="utf-8")),
+    )
+
+    logger.info("stage %d/%d: report ...", len(STAGES), len(STAGES))
+    started = time.perf_counter()
+    geometry = json.loads((base_dir / "llama" / "config.json").read_text(encoding="utf-8"))
+    n_layers, n_heads = geometry["num_hidden_layers"], geometry["num_attention_heads"]
+    stages.seconds["report"] = 0.0
+    context = {
+        "settings": settings.to_json(),
+        "stage_seconds": stages.computed_in,
+        "seconds_this_run": stages.seconds,
+        "reused_stages": stages.reused,
+        "parameters": base_summary.get("parameters"),
+        "base_training": base_summary,
+    }
+    report = write_report(out, results, masks, n_layers, n_heads, context)
+    stages.seconds["report"] = time.perf_counter() - started
+    report["context"]["seconds_this_run"] = stages.seconds
+    atomic_write_json(report, out / "report.json")
+    return DemoResult(out, report, text_table(results_table(results)), stages.seconds, stages.reused)
