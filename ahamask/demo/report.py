@@ -249,8 +249,8 @@ def plot_masks(masks: Mapping[str, torch.Tensor], n_layers: int, n_heads: int, o
     fig, axes = plt.subplots(
         nrows, ncols, squeeze=False, figsize=(ncols * (0.45 * n_heads + 1.2), nrows * (0.45 * n_layers + 1.4))
     )
-    for ax, task in zip(axes.flat, grids, strict=False):  # one spare axis when the count is odd
-        draw(ax, task)
+    for index, task in enumerate(grids):  # the grid may have spare axes when the count is odd
+        draw(axes.flat[index], task)
     for ax in list(axes.flat)[len(grids) :]:
         ax.axis("off")
     fig.suptitle("AHAMask masks (black: head kept, white: head switched off)", fontsize=10)
