@@ -181,6 +181,9 @@ class RunConfig:
     mask_init_mean: float = 4.0
     mask_init_std: float = 0.02
     cache_speech_embeds: bool = False
+    # With cache_speech_embeds: also keep the embeddings on disk here, reused by later runs on the same
+    # audio and model (entries are keyed by audio content and a fingerprint of the frozen front end).
+    speech_cache_dir: str = ""
     max_val_batches: int = 0
 
     def __post_init__(self) -> None:

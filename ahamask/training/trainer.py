@@ -94,7 +94,8 @@ class MaskTrainer:
         if run.cache_speech_embeds:
             from .speech_cache import SpeechEmbeddingCache
 
-            self.speech_cache = SpeechEmbeddingCache(self.model)  # the front end is frozen and in eval mode
+            # The front end is frozen and in eval mode; on disk too when run.speech_cache_dir is set.
+            self.speech_cache = SpeechEmbeddingCache(self.model, directory=run.speech_cache_dir or None)
         if self.dist.world_size > 1:
             torch.distributed.broadcast(
                 self.mask.tensor.data, src=0

@@ -218,3 +218,19 @@ def test_shipped_tiny_configs_train_and_decode(tmp_path, monkeypatch):
         )
     )
     assert decoded.is_file()
+
+
+def test_speech_cache_on_disk_is_reused_by_a_second_run(tiny_bundle, tmp_path):
+    cache = tmp_path / "cache"
+    extra = ["run.cache_speech_embeds=true", f"run.speech_cache_dir={cache}", "run.optims.max_epoch=1"]
+    first = MaskTrainer(_cfg(tiny_bundle, tmp_path / "a", *extra))
+    first.setup()
+    first.train()
+    files = sorted(p.name for p in cache.rglob("*") if p.is_file())
+    assert files and first.speech_cache.misses > 0
+    second = MaskTrainer(_cfg(tiny_bundle, tmp_path / "b", *extra))
+    second.setup()
+    second.train()
+    assert second.speech_cache.misses == 0 and second.speech_cache.hits > 0  # everything came from disk
+    assert torch.equal(first.mask.tensor, second.mask.tensor)  # same seed, same cached embeddings
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == files
