@@ -54,3 +54,20 @@ def shared_tiny_model(tiny_decode_cfg):
 
     torch.manual_seed(0)
     return SALMONN.from_config(tiny_decode_cfg.model).eval()
+
+
+def run_repo_script(args: list[str], timeout: int = 300):
+    """Run ``python ARGS`` from the repository root with one thread and the package importable."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+    )

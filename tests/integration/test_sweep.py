@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from ahamask.evaluation.evaluator import decode_dataset
 from ahamask.evaluation.sweep import format_sweep, load_instructions, run_sweep, summarize
 from ahamask.masking.checkpoint import save_mask
 from ahamask.models.salmonn import SALMONN
+from tests.conftest import run_repo_script
 
 REPO = Path(__file__).resolve().parents[2]
 LOGITS = [2.0, -1.0, 2.0, 2.0, 0.5, 2.0, 2.0, -2.0, 2.0, 0.5]  # 6 of 8 heads kept
@@ -204,9 +202,8 @@ def test_cli_writes_report_and_table(tiny_bundle, mask_file, tmp_path):
     instructions = tmp_path / "gender.json"
     instructions.write_text(json.dumps(INSTRUCTIONS))
     out = tmp_path / "reports" / "sweep.json"
-    proc = subprocess.run(
+    proc = run_repo_script(
         [
-            sys.executable,
             str(REPO / "scripts" / "instruction_sweep.py"),
             "-c",
             str(tiny_bundle / "decode_config.yaml"),
@@ -223,13 +220,7 @@ def test_cli_writes_report_and_table(tiny_bundle, mask_file, tmp_path):
             "--options",
             "batch_size_eval=3",
         ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
         timeout=120,
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
     )
     assert proc.returncode == 0, proc.stderr
     assert "mean over 3 instructions" in proc.stdout and "(75.0% heads)" in proc.stdout

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ from ahamask.evaluation.evaluator import decode_dataset
 from ahamask.inference.chat import GOODBYE, PROMPT_QUESTION, WAV_QUESTION, chat, main
 from ahamask.masking.checkpoint import save_mask
 from ahamask.models.salmonn import SALMONN
+from tests.conftest import run_repo_script
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_WAVS = REPO / ".." / "shared" / "reference" / "demo_wavs"
@@ -225,9 +223,8 @@ def test_cli_one_shot_subprocess(tiny_bundle, mask_file, wav):
     cfg = _cfg(tiny_bundle, f"model.weight_mask_path={mask_file}")
     expected: list[str] = []
     chat(cfg, wav=str(wav), output=expected.append)
-    proc = subprocess.run(
+    proc = run_repo_script(
         [
-            sys.executable,
             str(REPO / "cli_inference.py"),
             "-c",
             str(tiny_bundle / "decode_config.yaml"),
@@ -238,13 +235,7 @@ def test_cli_one_shot_subprocess(tiny_bundle, mask_file, wav):
             "--options",
             f"model.weight_mask_path={mask_file}",
         ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
         timeout=120,
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
