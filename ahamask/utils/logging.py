@@ -17,10 +17,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
-import torch
-
-from ahamask.utils.distributed import get_rank
-
 __all__ = [
     "JsonlLogger",
     "MetricLogger",
@@ -36,6 +32,19 @@ LOG_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
 
 # Marks the handler that setup_logging installed, so a second call replaces it instead of duplicating.
 _HANDLER_FLAG = "_ahamask_handler"
+
+
+def get_rank() -> int:
+    """Global rank, or 0 without a process group.
+
+    torch is consulted only once something has imported it: entry points set up logging and report config
+    errors before the heavy libraries load, and without torch there can be no process group.
+    """
+    if "torch.distributed" not in sys.modules:
+        return 0
+    from ahamask.utils.distributed import get_rank as process_group_rank
+
+    return process_group_rank()
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -99,7 +108,8 @@ def log_rank_zero(logger: logging.Logger, msg: str, *args: Any, level: int = log
 
 def _to_number(value: Any) -> Any:
     """Turns 0-d tensors and numpy scalars into Python numbers; other values pass through."""
-    if isinstance(value, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is loaded
+    if torch is not None and isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"metric value must be a scalar, got a tensor of shape {list(value.shape)}")
         return value.item()
