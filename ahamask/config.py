@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .config_paths import resolve_config_paths
+
 __all__ = [
     "ConfigError",
     "ModelConfig",
@@ -347,6 +349,8 @@ def load_config(
             raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{source}: the top level must be a mapping of sections")
+        # Relative paths in the file may point beside it (rule: ahamask/config_paths.py); overrides may not.
+        resolve_config_paths(loaded, Path(path).parent)
         entries += [(k, v, source) for k, v in _flatten(loaded)]
     for key, value in parse_overrides(overrides):
         parsed = OmegaConf.from_dotlist([f"{key}={value}"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -346,11 +347,15 @@ def make_tiny_bundle(out: str | Path, spec: TinySpec | None = None, **overrides)
         if not hasattr(spec, key):
             raise TypeError(f"make_tiny_bundle: unknown size {key!r}")
         setattr(spec, key, value)
-    out = Path(out)
+    # Absolute paths in the configs, so the bundle's own configs work from any working directory.
+    out = Path(os.path.abspath(out))
     for sub in ("prompts", "data", "exp"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    _write_llama(out / "llama", spec)
-    _write_whisper(out / "whisper", spec)
+    from .loading import quiet_loading
+
+    with quiet_loading():  # transformers' "Writing model shards" bars say nothing at this size
+        _write_llama(out / "llama", spec)
+        _write_whisper(out / "whisper", spec)
     beats_path = ""
     if spec.with_beats:
         from .tiny_beats import make_tiny_beats_checkpoint
