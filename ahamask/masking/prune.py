@@ -12,8 +12,11 @@ when every query head of its group is; each layer then needs the same number of 
 When the kept counts differ between groups, the smaller groups are padded with some of their own masked heads,
 whose ``o_proj`` columns are zeroed (so they add nothing, as in the masked model).
 
-A layer whose heads are all masked keeps no attention at all: its output is ``o_proj`` of zero heads, i.e.
-zeros (plus the bias, if any), exactly what the masked model's attention block adds to the residual.
+A layer whose heads are all masked keeps one of them as a padding head (``o_proj`` columns zeroed), so its
+output is zeros (plus the bias, if any), exactly what the masked model's attention block adds to the
+residual. Keeping one real head instead of replacing the attention module means the stock transformers
+attention still owns that layer's KV cache: nothing here depends on how transformers names or passes the
+cache (5.24 renamed ``past_key_values=`` to ``cache=``, which broke an earlier head-less module).
 
 Pruned models are for inference with transformers' default dynamic KV cache; heads are removed, so do not
 apply head masks or hooks to them afterwards (``config.num_attention_heads`` still names the original count).
@@ -24,7 +27,6 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +36,7 @@ from .hooks import decoder_layers, model_geometry
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LayerPlan", "plan_pruning", "prune_heads", "pruned_plan", "NoHeadAttention"]
+__all__ = ["LayerPlan", "plan_pruning", "prune_heads", "pruned_plan"]
 
 # Set on a pruned LLM: the list of LayerPlan it was pruned with.
 _PRUNED_ATTR = "_ahamask_pruned"
@@ -48,7 +50,8 @@ class LayerPlan:
         layer: layer index.
         query_heads: original indices of the query heads kept, grouped by KV head (padding included).
         kv_heads: original indices of the key/value heads kept.
-        padded: masked query heads kept only to give every KV head the same group size.
+        padded: masked query heads kept only to give every KV head the same group size, or (one head) to keep
+            a fully masked layer's attention module and its KV cache in place.
     """
 
     layer: int
@@ -58,8 +61,8 @@ class LayerPlan:
 
     @property
     def groups(self) -> int:
-        """Query heads per kept KV head (``num_key_value_groups`` of the pruned layer; 0 with no heads)."""
-        return len(self.query_heads) // len(self.kv_heads) if self.kv_heads else 0
+        """Query heads per kept KV head (``num_key_value_groups`` of the pruned layer)."""
+        return len(self.query_heads) // len(self.kv_heads)
 
 
 def plan_pruning(keep: torch.Tensor, n_kv_heads: int | None = None) -> list[LayerPlan]:
@@ -99,6 +102,8 @@ def plan_pruning(keep: torch.Tensor, n_kv_heads: int | None = None) -> list[Laye
             kv.append(k)
             query += sorted(heads + fill)
             padded += fill
+        if not query:  # every head masked: keep head 0 as a zero-output padding head (see module docstring)
+            query, kv, padded = [0], [0], [0]
         plans.append(LayerPlan(layer, tuple(query), tuple(kv), tuple(padded)))
     return plans
 
@@ -146,53 +151,9 @@ def _keep_inputs(module: nn.Module, cols: torch.Tensor, where: str) -> None:
         module.in_features = len(cols)
 
 
-class NoHeadAttention(nn.Module):
-    """Attention of a layer whose heads are all pruned: it adds ``o_proj(nothing)`` = zeros (+ bias).
-
-    The KV cache still gets a one-number-per-position marker for this layer, because transformers reads
-    the cached sequence length from a layer's keys (layer 0 for the masks and positions) and an empty
-    tensor would read as length 0.
-
-    Args:
-        o_proj: the layer's output projection; only its bias is kept.
-        layer_idx: the layer's index in the KV cache.
-    """
-
-    def __init__(self, o_proj: nn.Module, layer_idx: int) -> None:
-        super().__init__()
-        base = _linear_of(o_proj, f"layer {layer_idx} o_proj")
-        self.layer_idx = layer_idx
-        # A Linear with zero inputs: F.linear gives zeros (plus the bias), shape [batch, pos, hidden]. Built
-        # on the meta device, then given real tensors: initialising a zero-element weight only warns.
-        self.o_proj = nn.Linear(1, base.out_features, bias=base.bias is not None, device="meta")
-        self.o_proj.in_features = 0
-        self.o_proj.weight = nn.Parameter(base.weight.new_empty(base.out_features, 0))
-        if base.bias is not None:
-            self.o_proj.bias = nn.Parameter(base.bias.detach().clone())
-        self.o_proj.requires_grad_(False)
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        position_embeddings: Any = None,
-        attention_mask: torch.Tensor | None = None,
-        past_key_values: Any = None,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, None]:
-        """[batch, pos, hidden] -> ([batch, pos, hidden] zeros (+ bias), None)."""
-        batch, length = hidden_states.shape[:2]
-        if past_key_values is not None:
-            marker = hidden_states.new_zeros(batch, 1, length, 1)
-            past_key_values.update(marker, marker, self.layer_idx)
-        return self.o_proj(hidden_states.new_zeros(batch, length, 0)), None
-
-
 def _prune_layer(layer: nn.Module, plan: LayerPlan, head_dim: int) -> None:
     attn = layer.self_attn
     where = f"layer {plan.layer}"
-    if not plan.query_heads:
-        layer.self_attn = NoHeadAttention(attn.o_proj, getattr(attn, "layer_idx", plan.layer))
-        return
     q_rows = head_columns(list(plan.query_heads), head_dim)
     kv_rows = head_columns(list(plan.kv_heads), head_dim)
     _keep_outputs(attn.q_proj, q_rows, f"{where} q_proj")
@@ -256,11 +217,11 @@ def prune_heads(model: nn.Module, mask: torch.Tensor, *, inplace: bool = False) 
     setattr(llm, _PRUNED_ATTR, plans)
     kept = sum(len(p.query_heads) - len(p.padded) for p in plans)
     logger.info(
-        "pruned %d of %d heads (%d padding heads kept for GQA groups, %d layers without attention)",
+        "pruned %d of %d heads (%d zero-output padding heads kept: GQA groups and %d fully masked layers)",
         n_layers * n_heads - kept,
         n_layers * n_heads,
         sum(len(p.padded) for p in plans),
-        sum(not p.query_heads for p in plans),
+        sum(p.query_heads == p.padded for p in plans),
     )
     return target
 

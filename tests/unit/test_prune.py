@@ -8,10 +8,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ahamask.masking.fold import FoldError
 from ahamask.masking.hooks import decoder_layers, head_mask
-from ahamask.masking.prune import LayerPlan, NoHeadAttention, plan_pruning, prune_heads, pruned_plan
+from ahamask.masking.prune import LayerPlan, plan_pruning, prune_heads, pruned_plan
 
-# 3 layers x 4 heads (+ FFN entry): layer 0 keeps nothing (its attention disappears), layer 1 keeps
-# heads 0, 2 and 3, layer 2 keeps heads 1 and 2.
+# 3 layers x 4 heads (+ FFN entry): layer 0 keeps nothing (one zero-output padding head stays so the stock
+# attention keeps owning the KV cache), layer 1 keeps heads 0, 2 and 3, layer 2 keeps heads 1 and 2.
 MASK = torch.tensor([0.0, 0, 0, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 0, 1])
 
 
@@ -48,7 +48,7 @@ def inputs():
 def test_plans_for_mha_and_gqa():
     keep = MASK.reshape(3, 5)[:, :4].bool()
     assert plan_pruning(keep) == [
-        LayerPlan(0, (), (), ()),
+        LayerPlan(0, (0,), (0,), (0,)),
         LayerPlan(1, (0, 2, 3), (0, 2, 3), ()),
         LayerPlan(2, (1, 2), (1, 2), ()),
     ]
@@ -82,11 +82,13 @@ def test_pruned_model_equals_masked_model(inputs, n_kv_heads, attn, bias):
         pruned_gen = pruned.generate(ids, attention_mask=attention, **gen)
     assert torch.allclose(logits, masked, atol=1e-5)
     assert torch.equal(pruned_gen.sequences, masked_gen.sequences)
-    # Scores of every step: a wrong KV-cache length in the head-less layer 0 shows up here (about 5e-3 off).
+    # Scores of every step: a wrong KV-cache length in the fully masked layer 0 shows up here (about 5e-3 off).
     for a, b in zip(pruned_gen.scores, masked_gen.scores, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
-    assert isinstance(decoder_layers(pruned)[0].self_attn, NoHeadAttention)
-    assert not isinstance(decoder_layers(model)[0].self_attn, NoHeadAttention)  # the original is untouched
+    # Layer 0 keeps one zero-output head in the stock attention module; the original is untouched.
+    assert type(decoder_layers(pruned)[0].self_attn) is type(decoder_layers(model)[0].self_attn)
+    assert decoder_layers(pruned)[0].self_attn.q_proj.weight.shape[0] == 8
+    assert decoder_layers(model)[0].self_attn.q_proj.weight.shape[0] == 4 * 8
 
 
 def test_pruned_sizes_and_parameter_count():
@@ -96,10 +98,11 @@ def test_pruned_sizes_and_parameter_count():
     assert layers[1].self_attn.q_proj.weight.shape == (3 * 8, 32)
     assert layers[1].self_attn.o_proj.weight.shape == (32, 3 * 8)
     assert layers[2].self_attn.k_proj.weight.shape == (2 * 8, 32)
-    # Each dropped head removes 4 matrices of 8 x 32; 7 of 12 heads are dropped.
+    # Each dropped head removes 4 matrices of 8 x 32; 7 of 12 heads are masked, 6 dropped (layer 0 keeps a
+    # padding head).
     removed = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in pruned.parameters())
-    assert removed == 7 * 4 * 8 * 32
-    assert [p.query_heads for p in pruned_plan(pruned)] == [(), (0, 2, 3), (1, 2)]
+    assert removed == 6 * 4 * 8 * 32
+    assert [p.query_heads for p in pruned_plan(pruned)] == [(0,), (0, 2, 3), (1, 2)]
     assert pruned_plan(model) is None
 
 
@@ -138,6 +141,6 @@ def test_in_place_pruning_and_refusals():
     with pytest.raises(FoldError, match="only 0/1 masks"):
         prune_heads(model, soft)
     same = prune_heads(model, MASK, inplace=True)
-    assert same is model and isinstance(decoder_layers(model)[0].self_attn, NoHeadAttention)
+    assert same is model and pruned_plan(model)[0].padded == (0,)
     with pytest.raises(ValueError, match="already pruned"):
         prune_heads(model, MASK)
