@@ -4,24 +4,12 @@
     python cli_inference.py -c configs/decode_config.yaml --wav question.wav [--prompt TEXT]   # one answer
 
 In a session: type a wav path (and a prompt when no mask is applied); :mask PATH, :nomask, :help, :quit.
+The same command is installed as ``ahamask-chat``; the arguments are defined in ahamask/inference/cli.py.
 """
 
-import argparse
 import sys
 
-from ahamask.inference.chat import main
+from ahamask.inference.cli import entry
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("-c", "--cfg-path", required=True, help="decoding YAML (official keys)")
-    parser.add_argument(
-        "--device", default=None, help="auto | cpu | cuda[:i] | npu[:i] (default: the config's)"
-    )
-    parser.add_argument(
-        "--options", nargs="+", default=[], help="overrides: key=value or alternating key value"
-    )
-    parser.add_argument("--wav", default=None, help="answer for this audio file and exit")
-    parser.add_argument("--prompt", default=None, help="instruction for --wav (default: none with a mask)")
-    sys.exit(main(parser.parse_args()))
+    sys.exit(entry())

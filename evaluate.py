@@ -1,19 +1,10 @@
 """Decode a manifest: python evaluate.py -c configs/decode_config.yaml [--device DEV] [--options key=value ...].
 
 Several processes: torchrun --nproc_per_node=N evaluate.py -c ...
+The same command is installed as ``ahamask-evaluate``; the arguments are defined in ahamask/evaluation/cli.py.
 """
 
-import argparse
-
-from ahamask.evaluation.cli import main
+from ahamask.evaluation.cli import build_parser, main
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("-c", "--cfg-path", required=True, help="decoding YAML (official keys)")
-    parser.add_argument(
-        "--device", default=None, help="auto | cpu | cuda[:i] | npu[:i] (default: the config's)"
-    )
-    parser.add_argument(
-        "--options", nargs="+", default=[], help="overrides: key=value or alternating key value"
-    )
-    main(parser.parse_args())
+    main(build_parser().parse_args())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 from ..config import ConfigError, load_train_config
 from ..utils.logging import setup_logging
@@ -23,3 +24,31 @@ def main(args: argparse.Namespace) -> None:
     except (ConfigError, ManifestError, FileNotFoundError, NonFiniteLossError, ValueError) as exc:
         sys.exit(f"error: {exc}")
     print(f"mask checkpoints written to {out}")
+
+
+DESCRIPTION = """Train an AHAMask head mask: train.py -c configs/config.yaml [--options key=value ...] [--resume CKPT].
+
+Several processes: torchrun --nproc_per_node=N train.py -c ..."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``train.py`` and ``ahamask-train`` (one definition, so the two never drift)."""
+    parser = argparse.ArgumentParser(
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-c", "--cfg-path", required=True, help="training YAML (official keys)")
+    parser.add_argument(
+        "--options", nargs="+", default=[], help="overrides: key=value or alternating key value"
+    )
+    parser.add_argument("--resume", default=None, help="checkpoint to continue from")
+    return parser
+
+
+def entry(argv: Sequence[str] | None = None) -> int:
+    """The ``ahamask-train`` console command: parse ``argv`` (default: the process arguments) and train.
+
+    Returns:
+        The exit code (0; bad input exits with a one-line message from :func:`main`).
+    """
+    main(build_parser().parse_args(argv))
+    return 0
