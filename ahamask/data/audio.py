@@ -120,6 +120,39 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return samples, sample_rate
 
 
+def probe_audio(path: str | os.PathLike) -> None:
+    """Check that an audio file opens, from its header only: the fast check before a run.
+
+    It finds what users actually get wrong (a missing, empty, non-audio or cut-off WAV file, a folder) in
+    well under a millisecond a file, so a whole training manifest is checked before the model loads.
+    Damage that only decoding reveals (a corrupt FLAC frame, NaN samples) is left to `read_audio`, which
+    `scripts/check_manifest.py` runs on every file.
+
+    Args:
+        path: Any format libsndfile reads.
+
+    Raises:
+        FileNotFoundError: The path is not a file.
+        AudioError: Empty, unreadable, not audio, no frames, or a WAV whose data chunk is cut short.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such audio file: {path}")
+    if path.stat().st_size == 0:
+        raise AudioError(f"audio file is empty (0 bytes): {path}")
+    try:
+        info = sf.info(str(path))
+    except (sf.SoundFileError, RuntimeError, OSError) as err:
+        reason = " ".join(str(err).split())
+        raise AudioError(f"cannot decode audio file {path}: {reason}") from err
+    if info.frames == 0:
+        raise AudioError(f"audio file has no samples: {path}")
+    if info.format in ("WAV", "WAVEX"):
+        missing = _wav_missing_bytes(path)
+        if missing:
+            raise AudioError(f"truncated audio file {path}: its data chunk lacks {missing} bytes")
+
+
 def resample(samples: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     """Resample with soxr, giving the same samples as `librosa.resample(..., res_type="soxr_hq")`.
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ahamask.data.audio import AudioError, read_audio
+from ahamask.data.audio import AudioError, probe_audio, read_audio
 
 logger = logging.getLogger(__name__)
 
@@ -145,11 +145,12 @@ def describe_audio_error(entry: Mapping[str, Any], err: Exception) -> str:
     return message
 
 
-def _audio_problem(entry: Mapping[str, Any]) -> str | None:
-    """Decode every file of an entry and return the first failure, or None when all are usable."""
+def _audio_problem(entry: Mapping[str, Any], quick: bool = False) -> str | None:
+    """Decode (or with ``quick``, open) every file of an entry; the first failure, or None when all are usable."""
+    check = probe_audio if quick else read_audio
     for audio_path in [entry["path"], *entry["expand_wav"]]:
         try:
-            read_audio(audio_path)
+            check(audio_path)
         except (FileNotFoundError, AudioError) as err:
             return describe_audio_error(entry, err)
     return None
@@ -170,6 +171,10 @@ def read_annotation(manifest: str | os.PathLike) -> list[Any]:
     """
     name = str(manifest)
     manifest_path = Path(manifest)
+    if not name:
+        raise FileNotFoundError("manifest path is empty: expected a JSON manifest file")
+    if manifest_path.is_dir():
+        raise ManifestError(f"{name}: is a directory, expected a JSON manifest file")
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{name}: no such manifest file")
     try:
@@ -189,13 +194,17 @@ def read_annotation(manifest: str | os.PathLike) -> list[Any]:
     return annotation
 
 
-def scan_manifest(manifest: str | os.PathLike, check_audio: bool = False) -> ManifestScan:
+def scan_manifest(
+    manifest: str | os.PathLike, check_audio: bool = False, quick: bool = False
+) -> ManifestScan:
     """Check every entry of a manifest and sort them into usable entries and issues.
 
     Args:
         manifest: Path of the JSON manifest.
         check_audio: Also decode every audio file (main and expand_wav) completely; slow for large sets
             but it catches missing, empty, undecodable, truncated and NaN-bearing files before a run.
+        quick: With ``check_audio``, only open each file's header (`probe_audio`): what entry points
+            run before loading the model.
 
     Returns:
         A ManifestScan; entries are resolved as by `load_manifest`.
@@ -215,7 +224,7 @@ def scan_manifest(manifest: str | os.PathLike, check_audio: bool = False) -> Man
         if problem is None:
             entry = _resolve_entry(raw, manifest_dir)
             if check_audio:
-                problem = _audio_problem(entry)
+                problem = _audio_problem(entry, quick=quick)
         if problem is None:
             scan.entries.append((index, entry))
         else:
@@ -250,12 +259,15 @@ def load_manifest(manifest: str | os.PathLike) -> list[dict[str, Any]]:
     return [entry for _, entry in scan.entries]
 
 
-def validate_manifest(manifest: str | os.PathLike, check_audio: bool = True) -> list[ManifestIssue]:
+def validate_manifest(
+    manifest: str | os.PathLike, check_audio: bool = True, quick: bool = False
+) -> list[ManifestIssue]:
     """Report every problem of a manifest at once instead of stopping at the first.
 
     Args:
         manifest: Path of the JSON manifest.
         check_audio: Also decode every audio file (see `scan_manifest`).
+        quick: Open each audio file's header only instead of decoding it (see `scan_manifest`).
 
     Returns:
         One issue per bad entry (or a single issue with index None when the file itself is unusable);
@@ -266,7 +278,7 @@ def validate_manifest(manifest: str | os.PathLike, check_audio: bool = True) -> 
         ...     print(issue)
     """
     try:
-        return scan_manifest(manifest, check_audio=check_audio).issues
+        return scan_manifest(manifest, check_audio=check_audio, quick=quick).issues
     except (FileNotFoundError, ManifestError) as err:
         # The whole-file messages already start with the manifest name; strip it for ManifestIssue.
         message = str(err).removeprefix(f"{manifest}: ")
