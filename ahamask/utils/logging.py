@@ -243,6 +243,13 @@ class TensorBoardLogger:
                 self._writer.add_scalar(key, value, global_step=step)
         self._writer.flush()
 
+    def log_figure(self, tag: str, figure: Any, step: int) -> None:
+        """Adds a matplotlib figure as an image at ``step`` (the mask heatmap); the figure is closed."""
+        if self._writer is None:
+            raise ValueError(f"TensorBoardLogger({self.log_dir}): log_figure called after close()")
+        self._writer.add_figure(tag, figure, global_step=step, close=True)
+        self._writer.flush()
+
     def close(self) -> None:
         """Flushes and closes the event file."""
         if self._writer is not None:
