@@ -9,7 +9,11 @@ file. The official ``configs/config.yaml`` and ``configs/decode_config.yaml`` lo
 from __future__ import annotations
 
 import difflib
+import logging
+import os
+import re
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +41,40 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the file and every bad key."""
+
+
+logger = logging.getLogger(__name__)
+
+# While load_config runs, each section's __post_init__ adds its problems here instead of raising, so one
+# error lists the problems of every section (not only those of the first section that fails).
+_collected: ContextVar[list[str] | None] = ContextVar("ahamask_config_problems", default=None)
+
+# numpy seeds must fit in 32 bits; the trainer adds the rank to the seed.
+_MAX_SEED = 2**32 - 1025
+# The device forms ahamask.utils.device.resolve_device accepts (checked here without importing torch).
+_DEVICE_RE = re.compile(r"^(auto|cpu|(cuda|npu)(:\d+)?)$")
+
+
+def _report(errors: list[str]) -> None:
+    """Raise a section's problems, or hand them to the running :func:`load_config` to report all at once."""
+    if not errors:
+        return
+    sink = _collected.get()
+    if sink is None:
+        raise ConfigError("; ".join(errors))
+    sink.extend(errors)
+
+
+def _device_problem(key: str, value: str) -> list[str]:
+    if _DEVICE_RE.match(str(value).strip().lower()):
+        return []
+    return [f"{key}: {value!r} is not a device; expected auto, cpu, cuda, cuda:<i>, npu or npu:<i>"]
+
+
+def _seed_problem(key: str, value: int) -> list[str]:
+    if 0 <= value <= _MAX_SEED:
+        return []
+    return [f"{key}: {value} must be in [0, {_MAX_SEED}] (numpy seeds are 32-bit)"]
 
 
 @dataclass
@@ -113,8 +151,25 @@ class ModelConfig:
             errors.append(f"model.llm_dtype: {self.llm_dtype!r} is not auto/float32/float16/bfloat16")
         if self.prompt_template and self.prompt_template.count("{}") != 1:
             errors.append(f"model.prompt_template: {self.prompt_template!r} must contain exactly one '{{}}'")
-        if self.qformer_hidden_size % self.qformer_num_heads:
+        sizes = ("num_speech_query_token", "max_txt_len", "qformer_hidden_size", "qformer_num_heads")
+        for key in (*sizes, "qformer_intermediate_size", "qformer_num_layers"):
+            if getattr(self, key) < 1:
+                errors.append(f"model.{key}: {getattr(self, key)} must be >= 1")
+        if self.qformer_num_heads >= 1 and self.qformer_hidden_size % self.qformer_num_heads:
             errors.append("model.qformer_hidden_size must be a multiple of model.qformer_num_heads")
+        for key in ("second_per_window", "second_stride"):
+            if not getattr(self, key) > 0:
+                errors.append(f"model.{key}: {getattr(self, key)} must be > 0 (seconds)")
+        if self.lora:
+            if self.lora_rank < 1:
+                errors.append(f"model.lora_rank: {self.lora_rank} must be >= 1 (or set model.lora: false)")
+            if not self.lora_alpha > 0:
+                errors.append(f"model.lora_alpha: {self.lora_alpha} must be > 0")
+            if not 0 <= self.lora_dropout < 1:
+                errors.append(f"model.lora_dropout: {self.lora_dropout} must be in [0, 1)")
+        if not self.norm_lambda >= 0:
+            errors.append(f"model.norm_lambda: {self.norm_lambda} must be >= 0")
+        errors += _seed_problem("model.shuffle_mask_seed", self.shuffle_mask_seed)
         if self.low_resource:
             errors.append(
                 "model.low_resource: 8-bit loading (bitsandbytes) is not supported; use llm_dtype float16"
@@ -123,8 +178,7 @@ class ModelConfig:
             errors.append(
                 "model.use_speech_Qformer: only the Q-Former aligner exists (as in the official code)"
             )
-        if errors:
-            raise ConfigError("; ".join(errors))
+        _report(errors)
 
 
 @dataclass
@@ -180,6 +234,8 @@ class RunConfig:
     job_id: str = ""
     resume: str = ""
     save_every_steps: int = 0
+    # Keep only the newest N epoch checkpoints and the newest N step checkpoints (0: keep all, as the official).
+    keep_last_checkpoints: int = 0
     mask_init_mean: float = 4.0
     mask_init_std: float = 0.02
     cache_speech_embeds: bool = False
@@ -199,8 +255,32 @@ class RunConfig:
             errors.append("run.tau_temp_begin / run.tau_temp_end must be > 0")
         if self.optims.max_epoch < 1:
             errors.append(f"run.optims.max_epoch: {self.optims.max_epoch} must be >= 1")
-        if errors:
-            raise ConfigError("; ".join(errors))
+        # Counts where 0 means "off" or "in the main process"; a negative value has no meaning.
+        zero_means = {"num_workers": "main process", "save_every_steps": "off", "max_val_batches": "all"}
+        for key, meaning in zero_means.items():
+            if getattr(self, key) < 0:
+                errors.append(f"run.{key}: {getattr(self, key)} must be >= 0 (0: {meaning})")
+        optims = self.optims
+        if optims.warmup_steps < 0:
+            errors.append(f"run.optims.warmup_steps: {optims.warmup_steps} must be >= 0 (0: no warm-up)")
+        if not optims.init_lr > 0:
+            errors.append(f"run.optims.init_lr: {optims.init_lr} must be > 0")
+        for key in ("warmup_start_lr", "min_lr", "weight_decay"):
+            if not getattr(optims, key) >= 0:
+                errors.append(f"run.optims.{key}: {getattr(optims, key)} must be >= 0")
+        if optims.min_lr > optims.init_lr > 0:
+            errors.append(f"run.optims.min_lr: {optims.min_lr} must be <= run.optims.init_lr")
+        if not 0 <= optims.beta2 < 1:
+            errors.append(f"run.optims.beta2: {optims.beta2} must be in [0, 1)")
+        if not self.norm_lambda >= 0:
+            errors.append(f"run.norm_lambda: {self.norm_lambda} must be >= 0")
+        if not self.mask_init_std >= 0:
+            errors.append(f"run.mask_init_std: {self.mask_init_std} must be >= 0")
+        if self.world_size < 1:
+            errors.append(f"run.world_size: {self.world_size} must be >= 1")
+        errors += _seed_problem("run.seed", self.seed)
+        errors += _device_problem("run.device", self.device)
+        _report(errors)
 
 
 @dataclass
@@ -224,6 +304,27 @@ class GenerateConfig:
     top_p: float = 0.9
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
+    # --- ahamask extensions ---
+    # Beam scoring: "transformers" (the installed transformers' beam search) or "official" (transformers
+    # 4.28's, as the paper ran it: the dummy BOS counted in lengths, 4.28's early-stop rule).
+    beam_scoring: str = "transformers"
+    # "per_sample" decodes every sample to its own </s>; "official_row0" reproduces the official defect
+    # (the whole batch stops when row 0 ends), for comparisons only.
+    stop_rule: str = "per_sample"
+
+    def __post_init__(self) -> None:
+        errors = []
+        if self.beam_scoring not in ("transformers", "official"):
+            errors.append(f"generate.beam_scoring: {self.beam_scoring!r} is not 'transformers' or 'official'")
+        if self.stop_rule not in ("per_sample", "official_row0"):
+            errors.append(f"generate.stop_rule: {self.stop_rule!r} is not 'per_sample' or 'official_row0'")
+        beams = self.num_beams > 1
+        if beams and self.beam_scoring == "official" and self.do_sample:
+            errors.append("generate.beam_scoring: 'official' is beam search without sampling (set do_sample: false)")
+        if beams and self.stop_rule == "official_row0" and self.beam_scoring != "official":
+            errors.append("generate.stop_rule: 'official_row0' with num_beams > 1 needs beam_scoring: official")
+        if errors:
+            raise ConfigError("; ".join(errors))
 
 
 @dataclass
@@ -249,12 +350,57 @@ class DecodeConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def __post_init__(self) -> None:
+        errors = []
         if self.mask_application not in ("fold", "hooks"):
-            raise ConfigError(f"mask_application: {self.mask_application!r} is not 'fold' or 'hooks'")
+            errors.append(f"mask_application: {self.mask_application!r} is not 'fold' or 'hooks'")
         if not 0.0 < self.prob_threshold < 1.0:
-            raise ConfigError(f"prob_threshold: {self.prob_threshold} must be in (0, 1)")
+            errors.append(f"prob_threshold: {self.prob_threshold} must be in (0, 1)")
         if self.batch_size_eval < 1:
-            raise ConfigError(f"batch_size_eval: {self.batch_size_eval} must be >= 1")
+            errors.append(f"batch_size_eval: {self.batch_size_eval} must be >= 1")
+        if self.num_workers < 0:
+            errors.append(f"num_workers: {self.num_workers} must be >= 0 (0 reads audio in the main process)")
+        if not self.output_path.strip():
+            errors.append("output_path: empty; set it to the prediction file to write (e.g. exp/pred.json)")
+        elif self.test_data_path and os.path.normpath(self.output_path) == os.path.normpath(
+            self.test_data_path
+        ):
+            errors.append(f"output_path: {self.output_path!r} is test_data_path (it would be overwritten)")
+        errors += _seed_problem("seed", self.seed)
+        errors += _device_problem("device", self.device)
+        errors += generate_problems(self.generate)
+        _report(errors)
+
+
+def generate_problems(gen: GenerateConfig) -> list[str]:
+    """The ``generate`` values transformers' ``generate`` would reject or silently misuse, one line each.
+
+    transformers checks these only once decoding starts (``num_beams=0`` even ends in a ZeroDivisionError),
+    so they are checked here, with the key named, before any model is loaded.
+    """
+    errors = []
+    if gen.max_new_tokens < 1:
+        errors.append(f"generate.max_new_tokens: {gen.max_new_tokens} must be >= 1")
+    if gen.num_beams < 1:
+        errors.append(f"generate.num_beams: {gen.num_beams} must be >= 1 (1: greedy or plain sampling)")
+    if gen.min_length < 0:
+        errors.append(f"generate.min_length: {gen.min_length} must be >= 0")
+    elif gen.max_new_tokens >= 1 and gen.min_length - 1 > gen.max_new_tokens:
+        # min_length counts a dummy BOS as in transformers 4.28, hence the 1.
+        errors.append(
+            f"generate.min_length: {gen.min_length} asks for more tokens than generate.max_new_tokens "
+            f"({gen.max_new_tokens}) allows; expected min_length <= max_new_tokens + 1"
+        )
+    if not 0 < gen.top_p <= 1:
+        errors.append(f"generate.top_p: {gen.top_p} must be in (0, 1]")
+    if gen.do_sample and not gen.temperature > 0:
+        errors.append(f"generate.temperature: {gen.temperature} must be > 0 when sampling (do_sample: true)")
+    elif not gen.temperature >= 0:
+        errors.append(f"generate.temperature: {gen.temperature} must be >= 0")
+    if not gen.repetition_penalty > 0:
+        errors.append(f"generate.repetition_penalty: {gen.repetition_penalty} must be > 0 (1.0: no penalty)")
+    if gen.length_penalty != gen.length_penalty or abs(gen.length_penalty) == float("inf"):
+        errors.append(f"generate.length_penalty: {gen.length_penalty} must be a finite number")
+    return errors
 
 
 T = TypeVar("T")
@@ -346,7 +492,7 @@ def load_config(
         try:
             loaded = OmegaConf.load(path)
         except Exception as exc:  # yaml errors come in several classes
-            raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
+            raise ConfigError(f"{source}: not valid YAML ({_yaml_reason(exc)})") from exc
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{source}: the top level must be a mapping of sections")
         # Relative paths in the file may point beside it (rule: ahamask/config_paths.py); overrides may not.
@@ -369,16 +515,73 @@ def load_config(
             if "not in" in reason or "Key" in reason and "not" in reason:
                 reason = "unknown key" + _suggest(base, key)
             errors.append(f"{key}: {reason} [{origin}]")
-    for key in sorted(OmegaConf.missing_keys(base)):
-        errors.append(f"{key}: missing mandatory value")
+    missing = sorted(OmegaConf.missing_keys(base))
+    errors += [f"{key}: missing mandatory value" for key in missing]
+    if missing:  # the section checks below cannot run without every value
+        raise ConfigError(f"{source}: " + "; ".join(errors))
+    # Run each __post_init__ check with their problems collected, so every section's are reported at once
+    # (keys rejected above keep their defaults here, which pass).
+    token = _collected.set([])
+    try:
+        cfg = OmegaConf.to_object(base)
+        errors += _collected.get() or []
+    except ConfigError as exc:  # a check called outside the collecting protocol
+        errors.append(str(exc))
+    except OmegaConfBaseException as exc:
+        errors.append(str(exc).splitlines()[0])
+    finally:
+        _collected.reset(token)
     if errors:
         raise ConfigError(f"{source}: " + "; ".join(errors))
-    try:
-        return OmegaConf.to_object(base)  # runs each __post_init__ check
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from None
+    _warn_no_effect(cfg)
+    return cfg
+
+
+def _yaml_reason(exc: Exception) -> str:
+    """A YAML parse error in one line: what is wrong and where (PyYAML's text spans three or four lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(exc).split())
+
+
+# Official keys that must load (official configs use them) but change nothing in ahamask, and why.
+_NO_EFFECT: dict[str, str] = {
+    "run.evaluate": "decoding is its own command here (evaluate.py)",
+    "run.dist_url": "torchrun's environment (env://) sets up the process group",
+    "run.world_size": "the process count comes from torchrun --nproc_per_node",
+    "model.device_8bit": "8-bit loading is not supported (model.low_resource)",
+    "model.test_prompt_path": "evaluate.py takes its instruction from the prompt key",
+}
+_warned: set[str] = set()
+
+
+def _warn_no_effect(cfg: Any) -> None:
+    """One warning line (once per process, rank 0) for each accepted official key set to a value that does nothing."""
+    lines = []
+    for key, reason in _NO_EFFECT.items():
+        section, _, leaf = key.partition(".")
+        node = getattr(cfg, section, None)
+        if node is None or not hasattr(node, leaf):
+            continue
+        default = getattr(type(node), leaf)  # a dataclass keeps plain defaults as class attributes
+        value = getattr(node, leaf)
+        if value != default:
+            lines.append(f"{key}: {value!r} has no effect: {reason}")
+    if isinstance(cfg, TrainConfig) and cfg.model.norm_lambda != cfg.run.norm_lambda:
+        default = ModelConfig.norm_lambda
+        if cfg.model.norm_lambda != default:
+            lines.append(
+                f"model.norm_lambda: {cfg.model.norm_lambda} has no effect: "
+                f"training uses run.norm_lambda ({cfg.run.norm_lambda})"
+            )
+    if os.environ.get("RANK", "0") != "0":
+        return
+    for line in lines:
+        if line not in _warned:
+            _warned.add(line)
+            logger.warning("%s", line)
 
 
 def load_train_config(path: str | Path, overrides: Sequence[str] | None = None) -> TrainConfig:

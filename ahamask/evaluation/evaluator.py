@@ -11,7 +11,6 @@ ranks with rank 0 merging in manifest order.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,11 +21,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from ..config import DecodeConfig
-from ..masking.checkpoint import load_mask
+from ..masking.checkpoint import load_mask, resolve_mask_path
 from ..masking.fold import fold_head_mask
-from ..masking.mask import binarize, check_mask_length, mask_stats, shuffle_mask
+from ..masking.mask import binarize, mask_stats, shuffle_mask
 from ..utils import distributed as dist_utils
-from ..utils.device import resolve_device
 from ..utils.io import atomic_write_json
 from ..utils.logging import log_rank_zero
 
@@ -55,8 +53,7 @@ def prepare_mask(
     Raises:
         MaskFileError / MaskShapeError: unreadable file or a mask made for another model (both shapes named).
     """
-    logits = load_mask(path)
-    check_mask_length(logits, n_layers, n_heads, source=path)
+    logits = load_mask(path, n_layers=n_layers, n_heads=n_heads)
     stats = mask_stats(logits, n_layers, n_heads, prob_threshold)
     log_rank_zero(logger, "mask %s: after thresholding at %.2f, %s", path, prob_threshold, stats.describe())
     binary = binarize(logits, prob_threshold)
@@ -162,16 +159,15 @@ def evaluate(cfg: DecodeConfig, device: str | None = None) -> Path:
     from ..models.salmonn import SALMONN
 
     spec = device or cfg.device
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        info = dist_utils.init_distributed(spec)
-    else:
-        info = dist_utils.DistInfo(
-            rank=0, world_size=1, local_rank=0, device=resolve_device(spec), is_main=True
-        )
+    # Sharded whenever launched as several processes (torchrun or srun), single otherwise.
+    info = dist_utils.setup_processes(True, spec)
+    mask_path = cfg.model.weight_mask_path
+    if mask_path:
+        # A bare released name resolves here, and a bad one fails before minutes of model loading.
+        mask_path = str(resolve_mask_path(mask_path, key="model.weight_mask_path"))
     torch.manual_seed(cfg.seed)
     model = SALMONN.from_config(cfg.model, device=info.device).eval()
     head_weights = None
-    mask_path = cfg.model.weight_mask_path
     if mask_path:
         head_weights = prepare_config_mask(cfg, model, mask_path)
         if cfg.prompt.strip():
@@ -218,7 +214,8 @@ def evaluate(cfg: DecodeConfig, device: str | None = None) -> Path:
             "prediction": [{k: r[k] for k in ("id", "ground_truth", "output")} for r in records],
         }
         atomic_write_json(result, output, indent=4)
-        log_rank_zero(logger, "wrote %d predictions to %s", len(records), output)
+        # DEBUG: evaluate.py prints the official "Successfully written file to ..." line; once is enough.
+        log_rank_zero(logger, "wrote %d predictions to %s", len(records), output, level=logging.DEBUG)
     if info.world_size > 1:
         dist_utils.barrier()
         dist_utils.cleanup()

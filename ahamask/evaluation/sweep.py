@@ -370,7 +370,7 @@ def instruction_sweep(
     """
     from ..data.dataset import SALMONNDataset
     from ..models.salmonn import SALMONN
-    from ..utils.device import resolve_device
+    from ..utils import distributed as dist_utils
 
     source = None
     if isinstance(instructions, (str, os.PathLike)):
@@ -383,7 +383,9 @@ def instruction_sweep(
     # The manifest is read before the model is loaded, so a bad manifest fails in a second, not after minutes.
     dataset = SALMONNDataset(cfg.test_data_path, cfg.model.whisper_path)
     torch.manual_seed(cfg.seed)
-    model = SALMONN.from_config(cfg.model, device=resolve_device(device or cfg.device)).eval()
+    # The sweep runs in one process: launched as several it would decode everything N times.
+    info = dist_utils.setup_processes(False, device or cfg.device, key=None)
+    model = SALMONN.from_config(cfg.model, device=info.device).eval()
     # Mask files are binarised (and shuffled when the config asks for the random-mask ablation) exactly as
     # evaluate.py does, so a mask's figure here equals the one evaluate.py + score.py give.
     prepared = {str(p): prepare_config_mask(cfg, model, p) for p in masks}

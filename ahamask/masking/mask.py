@@ -135,11 +135,20 @@ class HeadMask(nn.Module):
     (sigmoid(4) = 0.982), i.e. the mask starts as the identity.
     """
 
-    def __init__(self, n_layers: int, n_heads: int, init_mean: float = 4.0, init_std: float = 0.02) -> None:
+    def __init__(
+        self,
+        n_layers: int,
+        n_heads: int,
+        init_mean: float = 4.0,
+        init_std: float = 0.02,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.n_layers = n_layers
         self.n_heads = n_heads
-        self.tensor = nn.Parameter(torch.empty(n_layers * (n_heads + 1)).normal_(init_mean, init_std))
+        # An explicit generator makes the init independent of whatever else drew from the global one.
+        init = torch.empty(n_layers * (n_heads + 1)).normal_(init_mean, init_std, generator=generator)
+        self.tensor = nn.Parameter(init)
 
     def forward(self) -> torch.Tensor:
         """[L*(H+1)] logits."""

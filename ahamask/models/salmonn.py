@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,7 +30,14 @@ from torch import nn
 from ..config import ModelConfig
 from ..masking.hooks import head_mask, model_geometry
 from ..masking.mask import binarize, check_mask_length
-from .loading import load_llm, load_tokenizer, load_whisper_encoder
+from .beam_search import (
+    Row0StoppingCriteria,
+    StoppingCriteriaList,
+    decode_rules,
+    official_beam_kwargs,
+    official_beam_search,
+)
+from .loading import load_llm, load_tokenizer, load_whisper_encoder, weights_size
 from .prompts import encode_piece, load_prompt_file, split_prompt, wrap_instruction
 from .qformer import QFormer, QFormerConfig
 
@@ -81,6 +89,7 @@ class SALMONN(nn.Module):
         if cfg.beats_path:
             from .beats import load_beats  # BEATs is optional: imported only when configured
 
+            logger.info("loading BEATs from %s (%s)", cfg.beats_path, weights_size(cfg.beats_path))
             self.beats = load_beats(cfg.beats_path)
             self.ln_audio = nn.LayerNorm(self.beats.cfg.encoder_embed_dim)
             if cfg.freeze_beats:
@@ -121,21 +130,39 @@ class SALMONN(nn.Module):
     def from_config(cls, cfg: ModelConfig | Mapping[str, Any], device: torch.device | str = "cpu") -> SALMONN:
         """Build the model from a ``model:`` config section and load ``ckpt`` when set.
 
+        The model comes back in eval mode (dropout off in the LoRA layers and the Q-Former), so two calls
+        give the same greedy answers; training code that wants dropout calls ``.train()`` itself (the mask
+        trainer keeps eval mode, as the official).
+
         Args:
             cfg: the ``model`` section (``ModelConfig``, dict or OmegaConf node).
             device: where the model runs; decides the LLM dtype when ``llm_dtype`` is ``auto``.
 
+        Returns:
+            The model on ``device``, in eval mode.
+
         Raises:
             FileNotFoundError: a configured path does not exist (the message names the config key).
             CheckpointKeyError: ``ckpt`` has missing or unexpected keys.
+
+        Example:
+            >>> model = SALMONN.from_config(load_decode_config("decode_config.yaml").model, device="cuda")
         """
         cfg = model_config_from(cfg)
+        started = time.perf_counter()
         model = cls(cfg, device=device)
         if cfg.ckpt:
             from .checkpoint import load_salmonn_checkpoint
 
             load_salmonn_checkpoint(model, cfg.ckpt)
-        return model
+        logger.info(
+            "SALMONN ready in %.1f s: LLM of %d layers x %d heads on %s",
+            time.perf_counter() - started,
+            model.n_layers,
+            model.n_heads,
+            model.device,
+        )
+        return model.eval()
 
     @property
     def device(self) -> torch.device:
@@ -299,8 +326,15 @@ class SALMONN(nn.Module):
                 )
         return embeds, attention, labels
 
-    def choose_prompts(self, samples: Mapping[str, Any]) -> list[str] | None:
-        """Pick training prompts from ``prompt_path`` as the official does (random template per task)."""
+    def choose_prompts(self, samples: Mapping[str, Any], rng: random.Random | None = None) -> list[str] | None:
+        """Pick training prompts from ``prompt_path`` as the official does (random template per task).
+
+        Args:
+            samples: the collated batch (its ``task`` and ``Q`` entries are read).
+            rng: the generator to draw templates from; ``None`` uses Python's global one, as the official.
+                The trainer passes its own, saved in checkpoints, so a resumed run draws the same templates.
+        """
+        draw = rng if rng is not None else random
         if not self.prompt_dict:
             return None
         tasks = list(samples["task"])
@@ -311,9 +345,9 @@ class SALMONN(nn.Module):
                 )
         multi = self.cfg.multi_prompt or len(set(tasks)) > 1 or "QA" in tasks
         if multi:
-            prompts = [random.choice(self.prompt_dict[t]) for t in tasks]
+            prompts = [draw.choice(self.prompt_dict[t]) for t in tasks]
         else:
-            prompts = [random.choice(self.prompt_dict[tasks[0]])] * len(tasks)
+            prompts = [draw.choice(self.prompt_dict[tasks[0]])] * len(tasks)
         questions = samples.get("Q")
         if questions is not None:
             prompts = [p.format(q) if "{}" in p else p for p, q in zip(prompts, questions, strict=True)]
@@ -413,10 +447,22 @@ class SALMONN(nn.Module):
                 samples["spectrogram"], samples.get("raw_wav"), samples.get("padding_mask")
             )
         embeds, attention, _ = self.build_inputs(speech_embeds, prompts, None, pad_left=True)
+        kwargs = self.generation_kwargs(generate_cfg or {})
+        scoring, stop_rule = decode_rules(generate_cfg or {})
         with self._mask_context(head_weights), self.maybe_autocast():
-            out = self.llama_model.generate(
-                inputs_embeds=embeds, attention_mask=attention, **self.generation_kwargs(generate_cfg or {})
-            )
+            if scoring == "official" and kwargs["num_beams"] > 1:
+                # transformers 4.28's beam search, as the paper decoded (ahamask.models.beam_search).
+                out = official_beam_search(
+                    self.llama_model,
+                    embeds,
+                    attention,
+                    **official_beam_kwargs(kwargs, self.llama_model.generation_config),
+                    stop_row0=stop_rule == "official_row0",
+                )
+            else:
+                if stop_rule == "official_row0":  # the official defect, kept for comparisons only
+                    kwargs["stopping_criteria"] = StoppingCriteriaList([Row0StoppingCriteria(kwargs["eos_token_id"])])
+                out = self.llama_model.generate(inputs_embeds=embeds, attention_mask=attention, **kwargs)
         return self.llama_tokenizer.batch_decode(out, skip_special_tokens=True)
 
     def prompt_for(self, instruction: str = "") -> str:

@@ -62,15 +62,17 @@ class CyclingLoader:
         """The index batches of one pass for this rank."""
         n = len(self.dataset)
         if self.shuffle:
-            order = torch.randperm(
-                n, generator=torch.Generator().manual_seed(self.seed + pass_index)
-            ).tolist()
+            order = torch.randperm(n, generator=self.pass_generator(pass_index)).tolist()
         else:
             order = list(range(n))
         usable = (n // self.world_size) * self.world_size  # equal shards, as DistributedSampler(drop_last)
         shard = order[:usable][self.rank :: self.world_size]
         count = len(shard) // self.batch_size
         return [shard[i * self.batch_size : (i + 1) * self.batch_size] for i in range(count)]
+
+    def pass_generator(self, pass_index: int) -> torch.Generator:
+        """The generator of one pass (permutation and DataLoader worker seeds): a function of seed and pass."""
+        return torch.Generator().manual_seed(self.seed + pass_index)
 
     def __len__(self) -> int:
         return len(self.batches_for_pass(0))
@@ -82,6 +84,9 @@ class CyclingLoader:
             batch_sampler=remaining,
             num_workers=self.num_workers,
             collate_fn=self.dataset.collater,
+            # Without a generator, creating the iterator draws the worker base seed from the global torch
+            # generator, so where a run (re)starts would shift every later global draw.
+            generator=self.pass_generator(self.pass_index),
         )
         self._iterator = iter(loader)
 

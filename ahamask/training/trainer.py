@@ -6,9 +6,14 @@ sigmoid, and minimises ``CE + norm_lambda * mean_batch(sum(weights))``; tau deca
 with warm-up + cosine; iteration-based epochs over an endless loader; ``checkpoint_<epoch>.pth`` in the
 released format and a ``log.json`` per run.
 
-What is added: resume from any checkpoint (optimizer, scheduler, scaler, loader position, RNG states), step
-checkpoints (``run.save_every_steps``), atomic writes, a stop with the step and batch ids on a non-finite
-loss, device ``auto``/``npu``, and deterministic validation (the binarised mask instead of one Gumbel draw).
+What is added: exact resume from any checkpoint the trainer writes (every step checkpoint, every epoch
+checkpoint): the mask, optimizer, scheduler, scaler, loader position, the epoch's running statistics and
+every random stream (owned by the trainer, see :mod:`ahamask.training.randomness`) are saved, and a step
+checkpoint written at an epoch's last step resumes into that epoch's validation and epoch checkpoint. Also:
+step checkpoints (``run.save_every_steps``), atomic writes (a killed write's temporary file is removed at the
+next start), retention (``run.keep_last_checkpoints``), one job folder per run (never shared by two runs), a
+stop with the step and batch ids on a non-finite loss, Ctrl-C with the checkpoint to resume from, device
+``auto``/``npu``, and deterministic validation (the binarised mask instead of one Gumbel draw).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import datetime
 import json
 import logging
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,21 +39,30 @@ from ..masking.gumbel import gumbel_sigmoid
 from ..masking.mask import HeadMask, binarize, mask_stats
 from ..models.salmonn import SALMONN
 from ..utils import distributed as dist_utils
-from ..utils.device import resolve_device
 from ..utils.io import atomic_torch_save
 from ..utils.logging import JsonlLogger, MultiLogger, TensorBoardLogger, log_rank_zero
 from ..utils.seed import capture_rng_state, restore_rng_state, set_seed
 from .loader import CyclingLoader
 from .optim import build_grad_scaler, build_optimizer
+from .randomness import RunRandomness
+from .resume import ResumeError, check_resume_geometry, read_resume_file
 from .schedules import LinearWarmupCosineLRScheduler, tau_at
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MaskTrainer", "NonFiniteLossError", "train"]
+__all__ = ["MaskTrainer", "NonFiniteLossError", "TrainingInterrupted", "train"]
+
+# The hidden temporary files of ahamask.utils.io.atomic_open: ".<name>.<32 hex>.tmp".
+_STALE_TMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+_STAT_KEYS = ("loss", "ce", "normalizer", "lr", "tau", "active_heads")
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the batch."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message names the step reached and the checkpoint to resume from."""
 
 
 class MaskTrainer:
@@ -60,35 +75,99 @@ class MaskTrainer:
 
     def __init__(self, cfg: TrainConfig, resume: str | None = None) -> None:
         self.cfg = cfg
-        self.resume_path = resume or cfg.run.resume or None
+        self.resume_key = "--resume" if resume else "run.resume"
+        self.resume_path = Path(resume or cfg.run.resume) if (resume or cfg.run.resume) else None
+        self.resume_state: dict[str, Any] | None = None
         self.global_step = 0
         self.start_epoch = 0
         self.start_iter = 0
+        self.epoch_totals: dict[str, float] = {}
+        self.epoch_count = 0
+        self.last_checkpoint: Path | None = None
+        self.metrics: MultiLogger | None = None
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
+        """Build everything, cheapest checks first: the resume file is read before the model loads."""
         run = self.cfg.run
-        if run.use_distributed:
-            self.dist = dist_utils.init_distributed(run.device)
-        else:
-            device = resolve_device(run.device)
-            self.dist = dist_utils.DistInfo(rank=0, world_size=1, local_rank=0, device=device, is_main=True)
+        if self.resume_path is not None:
+            self.resume_state = read_resume_file(self.resume_path, self.resume_key)
+        self.dist = dist_utils.setup_processes(run.use_distributed, run.device)
         self.device = self.dist.device
-        set_seed(run.seed, self.dist.rank)
-        job_id = run.job_id or datetime.datetime.now().strftime("%Y%m%d%H%M")
-        if self.dist.world_size > 1:
-            job_id = dist_utils.all_gather_object(job_id)[0]  # every rank writes under rank 0's job id
-        self.output_dir = Path(run.output_dir) / job_id
-        if self.dist.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
+        set_seed(run.seed, self.dist.rank)  # for third-party code; the trainer's own draws use self.random
+        self.random = RunRandomness(run.seed, self.dist.rank, self.device)
+        self._setup_output_dir()
+        self._setup_model()
+        self._setup_data()
+        self._setup_optimization()
+        self._setup_logging()
+        if self.resume_state is not None:
+            self._restore(self.resume_state)
 
+    def _resumes_a_run(self) -> bool:
+        return self.resume_state is not None and self.resume_state.get("trainer") is not None
+
+    def _setup_output_dir(self) -> None:
+        """One folder per run: an existing one only when resuming from a checkpoint inside it."""
+        chosen: str | None = None
+        if self.dist.is_main:
+            chosen = str(self._choose_output_dir())
+        if self.dist.world_size > 1:
+            chosen = dist_utils.all_gather_object(chosen)[0]  # every rank writes under rank 0's choice
+        self.output_dir = Path(chosen)
+        if self.dist.is_main and self._resumes_a_run():
+            stale = [p for p in self.output_dir.iterdir() if p.is_file() and _STALE_TMP.match(p.name)]
+            for path in stale:
+                path.unlink()
+            if stale:
+                log_rank_zero(
+                    logger, "removed %d temporary file(s) of an interrupted checkpoint write", len(stale)
+                )
+
+    def _choose_output_dir(self) -> Path:
+        run = self.cfg.run
+        base = Path(run.output_dir)
+        resume_dir = self.resume_path.parent.resolve() if self._resumes_a_run() else None
+        if run.job_id:
+            folder = base / run.job_id
+            if folder.exists() and any(folder.iterdir()) and folder.resolve() != resume_dir:
+                raise ValueError(
+                    f"run.job_id: {folder} already holds a run; resume it with --resume {folder}/<checkpoint>.pth "
+                    "or choose another run.job_id"
+                )
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder
+        if resume_dir is not None:
+            return resume_dir  # continue in the run's own folder
+        # A fresh default id, to the second; a clash (two runs started in the same second) gets a suffix.
+        stamp = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
+        for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
+            folder = base / f"{stamp}{suffix}"
+            try:
+                folder.mkdir(parents=True, exist_ok=False)
+                return folder
+            except FileExistsError:
+                continue
+        raise ValueError(f"run.output_dir: cannot create a new job folder under {base}")
+
+    def _setup_model(self) -> None:
+        run = self.cfg.run
         # The official train.py copies run.norm_lambda into the model config; the trainer owns it here.
         model_cfg = replace(self.cfg.model, norm_lambda=run.norm_lambda)
         self.model = SALMONN.from_config(model_cfg, device=self.device)
         self.model.requires_grad_(False)
         self.model.eval()  # dropout off in every SALMONN module, as the official (lm_model.eval())
-        self.mask = HeadMask(self.model.n_layers, self.model.n_heads, run.mask_init_mean, run.mask_init_std)
-        self.mask.to(self.device)
+        if self.resume_state is not None:
+            check_resume_geometry(
+                self.resume_state, self.resume_path, self.model.n_layers, self.model.n_heads
+            )
+        self.mask = HeadMask(
+            self.model.n_layers,
+            self.model.n_heads,
+            run.mask_init_mean,
+            run.mask_init_std,
+            generator=RunRandomness.mask_init(run.seed),
+        ).to(self.device)
         # Everything before the LLM is frozen, so with run.cache_speech_embeds each clip is encoded once.
         self.speech_cache = None
         if run.cache_speech_embeds:
@@ -97,11 +176,10 @@ class MaskTrainer:
             # The front end is frozen and in eval mode; on disk too when run.speech_cache_dir is set.
             self.speech_cache = SpeechEmbeddingCache(self.model, directory=run.speech_cache_dir or None)
         if self.dist.world_size > 1:
-            torch.distributed.broadcast(
-                self.mask.tensor.data, src=0
-            )  # DDP starts every rank from rank 0's init
+            torch.distributed.broadcast(self.mask.tensor.data, src=0)  # every rank starts from rank 0's init
 
-        data = self.cfg.datasets
+    def _setup_data(self) -> None:
+        run, data = self.cfg.run, self.cfg.datasets
         whisper = data.whisper_path or self.cfg.model.whisper_path
         self.train_set = SALMONNDataset(data.train_ann_path, whisper, skip_bad_entries=data.skip_bad_entries)
         self.valid_set = (
@@ -119,7 +197,9 @@ class MaskTrainer:
         )
         self.iters_per_epoch = len(self.loader) if run.epoch_based else run.iters_per_epoch
         self.total_steps = run.optims.max_epoch * self.iters_per_epoch
-        optims = run.optims
+
+    def _setup_optimization(self) -> None:
+        optims = self.cfg.run.optims
         self.optimizer = build_optimizer(
             self.mask.named_parameters(), optims.init_lr, optims.weight_decay, optims.beta2
         )
@@ -132,17 +212,19 @@ class MaskTrainer:
             warmup_steps=optims.warmup_steps,
             warmup_start_lr=optims.warmup_start_lr,
         )
-        self.scaler = build_grad_scaler(self.device, run.amp)
-        self.metrics = None
-        if self.dist.is_main:
-            self.metrics = MultiLogger(
-                [TensorBoardLogger(self.output_dir), JsonlLogger(self.output_dir / "steps.jsonl")]
-            )
+        self.scaler = build_grad_scaler(self.device, self.cfg.run.amp)
+
+    def _setup_logging(self) -> None:
+        if not self.dist.is_main:
+            return
+        self.metrics = MultiLogger(
+            [TensorBoardLogger(self.output_dir), JsonlLogger(self.output_dir / "steps.jsonl")]
+        )
+        if not self._resumes_a_run():  # a resumed run continues the files of the run it resumes
             (self.output_dir / "config.yaml").write_text(to_yaml(self.cfg))
             self._append_log_json(
                 json.dumps(OmegaConf.to_container(OmegaConf.structured(self.cfg)), indent=4)
             )
-        total = sum(p.numel() for p in self.model.parameters())
         log_rank_zero(
             logger,
             "AHAMask training: %d trainable mask logits (%d layers x (%d heads + 1)); %d frozen SALMONN parameters; "
@@ -150,26 +232,30 @@ class MaskTrainer:
             self.mask.tensor.numel(),
             self.model.n_layers,
             self.model.n_heads,
-            total,
+            sum(p.numel() for p in self.model.parameters()),
             self.total_steps,
-            optims.max_epoch,
+            self.cfg.run.optims.max_epoch,
             self.iters_per_epoch,
             self.output_dir,
         )
-        if self.resume_path:
-            self.load_checkpoint(self.resume_path)
 
     # ------------------------------------------------------------------ one step
     def tau(self, step: int) -> float:
+        """The Gumbel temperature at a global step (linear decay, then constant)."""
         run = self.cfg.run
         return tau_at(step, self.total_steps, run.tau_decay_steps, run.tau_temp_begin, run.tau_temp_end)
 
     def mask_weights(self, batch_size: int, tau: float) -> torch.Tensor:
         """[batch, L*(H+1)] weights from the logits: Gumbel-sigmoid (hard by default) or plain sigmoid."""
         logits = self.mask().unsqueeze(0).repeat(batch_size, 1)
-        if self.cfg.model.use_gumbel:
+        model_cfg = self.cfg.model
+        if model_cfg.use_gumbel:
             return gumbel_sigmoid(
-                logits, tau, hard=self.cfg.model.gumbel_hard, noise=self.cfg.model.gumbel_noise
+                logits,
+                tau,
+                hard=model_cfg.gumbel_hard,
+                noise=model_cfg.gumbel_noise,
+                generator=self.random.noise,
             )
         return torch.sigmoid(logits)
 
@@ -184,11 +270,12 @@ class MaskTrainer:
         lr = self.scheduler.step(cur_epoch=epoch, cur_step=it)
         tau = self.tau(self.global_step)
         batch_size = len(samples["id"])
+        prompts = self.model.choose_prompts(samples, rng=self.random.prompts)
         with self._autocast():
             weights = self.mask_weights(batch_size, tau)
             normalizer = weights.sum(dim=1).mean()
             embeds = self.speech_cache.get_or_compute(samples) if self.speech_cache is not None else None
-            out = self.model(samples, head_weights=weights, speech_embeds=embeds)
+            out = self.model(samples, prompts=prompts, head_weights=weights, speech_embeds=embeds)
             ce = out["loss"]
             loss = ce + run.norm_lambda * normalizer
         if not torch.isfinite(loss):
@@ -200,15 +287,7 @@ class MaskTrainer:
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         stepped = (it + 1) % run.accum_grad_iters == 0
         if stepped:
-            if self.dist.world_size > 1:  # what DDP does for the mask: average its gradient over ranks
-                torch.distributed.all_reduce(self.mask.tensor.grad)
-                self.mask.tensor.grad /= self.dist.world_size
-            if self.scaler:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self._optimizer_step()
         self.global_step += 1
         active = mask_stats(self.mask.tensor.detach(), self.model.n_layers, self.model.n_heads).active_heads
         return {
@@ -221,9 +300,20 @@ class MaskTrainer:
             "optimizer_step": stepped,
         }
 
+    def _optimizer_step(self) -> None:
+        if self.dist.world_size > 1:  # what DDP does for the mask: average its gradient over ranks
+            torch.distributed.all_reduce(self.mask.tensor.grad)
+            self.mask.tensor.grad /= self.dist.world_size
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
     # ------------------------------------------------------------------ loops
     def train(self) -> Path:
-        """Run every remaining epoch; returns the output folder."""
+        """Run every remaining epoch (training, validation, epoch checkpoint); returns the output folder."""
         run = self.cfg.run
         for epoch in range(self.start_epoch, run.optims.max_epoch):
             stats = self.train_epoch(epoch)
@@ -237,7 +327,9 @@ class MaskTrainer:
                         }
                     )
                 )
-            self.save_checkpoint(epoch, self.iters_per_epoch, self.output_dir / f"checkpoint_{epoch}.pth")
+            self.save_checkpoint(
+                self.output_dir / f"checkpoint_{epoch}.pth", next_epoch=epoch + 1, next_iter=0
+            )
             if self.dist.world_size > 1:
                 dist_utils.barrier()
         if self.dist.world_size > 1:
@@ -252,10 +344,11 @@ class MaskTrainer:
         log_rank_zero(logger, "mask identical on %d ranks", len(masks))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
+        """The epoch's remaining iterations; returns the means of the step statistics over the whole epoch."""
         run = self.cfg.run
         first = self.start_iter if epoch == self.start_epoch else 0
-        totals: dict[str, float] = {}
-        count = 0
+        if first == 0:
+            self.epoch_totals, self.epoch_count = {}, 0
         bar = tqdm(
             range(first, self.iters_per_epoch),
             desc=f"epoch {epoch}",
@@ -268,9 +361,9 @@ class MaskTrainer:
         for it in bar:
             samples = next(self.loader)
             stats = self.train_step(epoch, it, samples)
-            count += 1
-            for key in ("loss", "ce", "normalizer", "lr", "tau", "active_heads"):
-                totals[key] = totals.get(key, 0.0) + float(stats[key])
+            self.epoch_count += 1
+            for key in _STAT_KEYS:
+                self.epoch_totals[key] = self.epoch_totals.get(key, 0.0) + float(stats[key])
             if self.metrics is not None and (it + 1) % run.log_freq == 0:
                 self.metrics.log_dict(
                     {k: v for k, v in stats.items() if k != "optimizer_step"}, self.global_step
@@ -280,11 +373,15 @@ class MaskTrainer:
             )
             every = run.save_every_steps
             if every and stats["optimizer_step"] and self.global_step % every == 0:
+                # At the epoch's last step this checkpoint resumes into the epoch's validation (next_iter ==
+                # iters_per_epoch), so a run resumed from it writes checkpoint_<epoch>.pth as well.
                 self.save_checkpoint(
-                    epoch, it + 1, self.output_dir / f"checkpoint_step_{self.global_step}.pth"
+                    self.output_dir / f"checkpoint_step_{self.global_step}.pth",
+                    next_epoch=epoch,
+                    next_iter=it + 1,
                 )
         bar.close()
-        averages = {k: v / max(count, 1) for k, v in totals.items()}
+        averages = {k: v / max(self.epoch_count, 1) for k, v in self.epoch_totals.items()}
         log_rank_zero(logger, "epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in averages.items()))
         return averages
 
@@ -302,6 +399,7 @@ class MaskTrainer:
             batch_size=run.batch_size_eval,
             num_workers=run.num_workers,
             collate_fn=self.valid_set.collater,
+            generator=torch.Generator().manual_seed(run.seed),  # not the global generator (see randomness)
         )
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
         prompt = self.model.prompt_for("") if self.cfg.model.prompt_template else None
@@ -324,13 +422,18 @@ class MaskTrainer:
         return {"loss": loss}
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, epoch: int, next_iter: int, path: Path) -> Path | None:
-        """Write the released-format checkpoint plus everything resume needs, atomically (rank 0).
+    def save_checkpoint(self, path: Path, next_epoch: int, next_iter: int) -> Path | None:
+        """Write the released-format checkpoint plus everything an exact resume needs, atomically (rank 0).
 
-        Called on every rank: the RNG states of all ranks are gathered so each resumes its own stream.
+        Called on every rank: the random streams of all ranks are gathered so each resumes its own.
+
+        Args:
+            path: destination.
+            next_epoch, next_iter: where a run resumed from this file continues (``next_iter ==
+                iters_per_epoch``: the epoch's training is done, its validation and checkpoint are not).
         """
-        rng = capture_rng_state()
-        rng_states = dist_utils.all_gather_object(rng) if self.dist.world_size > 1 else [rng]
+        streams = {"global": capture_rng_state(), "run": self.random.state_dict()}
+        rng_states = dist_utils.all_gather_object(streams) if self.dist.world_size > 1 else [streams]
         if not self.dist.is_main:
             return None
         state = {
@@ -338,54 +441,66 @@ class MaskTrainer:
             "optimizer": self.optimizer.state_dict(),
             "config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
             "scaler": self.scaler.state_dict() if self.scaler else None,
-            "epoch": epoch,
+            "epoch": next_epoch - 1 if next_iter == 0 else next_epoch,
             "trainer": {
                 "global_step": self.global_step,
-                "next_epoch": epoch + 1 if next_iter >= self.iters_per_epoch else epoch,
-                "next_iter": 0 if next_iter >= self.iters_per_epoch else next_iter,
+                "next_epoch": next_epoch,
+                "next_iter": next_iter,
                 "scheduler": self.scheduler.state_dict(),
                 "loader": self.loader.state_dict(),
                 "rng": rng_states,
+                "epoch_totals": dict(self.epoch_totals),
+                "epoch_count": self.epoch_count,
                 "n_layers": self.model.n_layers,
                 "n_heads": self.model.n_heads,
             },
         }
         atomic_torch_save(state, path)
+        self.last_checkpoint = path
         log_rank_zero(logger, "saved %s", path)
+        self._prune_old_checkpoints(path)
         return path
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Restore a checkpoint written by :meth:`save_checkpoint` (a released mask: logits only)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"run.resume: no such checkpoint: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    def _prune_old_checkpoints(self, written: Path) -> None:
+        """``run.keep_last_checkpoints`` > 0: keep that many of each kind (epoch / step), newest first."""
+        keep = self.cfg.run.keep_last_checkpoints
+        if keep <= 0:
+            return
+        kind = "checkpoint_step_" if written.name.startswith("checkpoint_step_") else "checkpoint_"
+        pattern = re.compile(rf"^{kind}(\d+)\.pth$")
+        numbered = sorted(
+            (int(m.group(1)), p) for p in self.output_dir.iterdir() if (m := pattern.match(p.name))
+        )
+        for _, path in numbered[:-keep]:
+            path.unlink()
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint (a released mask: its logits at step 0)."""
+        path = self.resume_path
         self.mask.load_logits(state["model"]["tensor"])
+        if self.dist.world_size > 1:
+            torch.distributed.broadcast(self.mask.tensor.data, src=0)
         trainer = state.get("trainer")
         if trainer is None:
             log_rank_zero(logger, "%s has no trainer state: starting from its mask logits at step 0", path)
             return
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.scheduler.load_state_dict(trainer["scheduler"])
-        self.loader.load_state_dict(trainer["loader"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scaler and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            self.scheduler.load_state_dict(trainer["scheduler"])
+            self.loader.load_state_dict(trainer["loader"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ResumeError(
+                f"{self.resume_key}: {path}: optimizer or schedule state does not fit: {exc}"
+            ) from None
         self.global_step = int(trainer["global_step"])
         self.start_epoch = int(trainer["next_epoch"])
         self.start_iter = int(trainer["next_iter"])
-        rng_states = trainer["rng"]
-        if len(rng_states) == self.dist.world_size:
-            restore_rng_state(rng_states[self.dist.rank])
-        else:  # resumed with another world size: reseed deterministically instead
-            log_rank_zero(
-                logger,
-                "%s was saved by %d ranks, resuming on %d: reseeding",
-                path,
-                len(rng_states),
-                self.dist.world_size,
-                level=logging.WARNING,
-            )
-            set_seed(self.cfg.run.seed + self.global_step, self.dist.rank)
+        self.epoch_totals = {k: float(v) for k, v in trainer.get("epoch_totals", {}).items()}
+        self.epoch_count = int(trainer.get("epoch_count", 0))
+        self.last_checkpoint = path
+        self._restore_streams(trainer["rng"], path)
         log_rank_zero(
             logger,
             "resumed from %s at epoch %d iteration %d (step %d)",
@@ -395,11 +510,37 @@ class MaskTrainer:
             self.global_step,
         )
 
+    def _restore_streams(self, rng_states: list[dict[str, Any]], path: Path) -> None:
+        if len(rng_states) == self.dist.world_size:
+            streams = rng_states[self.dist.rank]
+            restore_rng_state(streams["global"])
+            self.random.load_state_dict(streams["run"])
+            return
+        # Resumed with another world size: each rank's stream cannot be continued; reseed deterministically.
+        log_rank_zero(
+            logger,
+            "%s was saved by %d ranks, resuming on %d: reseeding (the mask will differ from an uninterrupted run)",
+            path,
+            len(rng_states),
+            self.dist.world_size,
+            level=logging.WARNING,
+        )
+        set_seed(self.cfg.run.seed + self.global_step, self.dist.rank)
+        self.random = RunRandomness(self.cfg.run.seed + self.global_step, self.dist.rank, self.device)
+
+    def interrupt_message(self) -> str:
+        """One line for Ctrl-C: the step reached and the checkpoint to resume from."""
+        where = f"interrupted at step {self.global_step} of {self.total_steps}"
+        if self.last_checkpoint is None:
+            return f"{where}; no checkpoint written yet (set run.save_every_steps to save within an epoch)"
+        return f"{where}; resume with: --resume {self.last_checkpoint}"
+
     def _append_log_json(self, line: str) -> None:
         with open(self.output_dir / "log.json", "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
     def cleanup(self) -> None:
+        """Close the metric writers and the process group."""
         if self.metrics is not None:
             self.metrics.close()
         if self.dist.world_size > 1:
@@ -407,10 +548,16 @@ class MaskTrainer:
 
 
 def train(cfg: TrainConfig, resume: str | None = None) -> Path:
-    """Train a mask from a config; returns the run's output folder (``output_dir/<job_id>``)."""
+    """Train a mask from a config; returns the run's output folder (``output_dir/<job_id>``).
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C, with the step reached and the checkpoint to resume from.
+    """
     trainer = MaskTrainer(cfg, resume=resume)
     trainer.setup()
     try:
         return trainer.train()
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(trainer.interrupt_message()) from None
     finally:
         trainer.cleanup()

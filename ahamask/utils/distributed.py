@@ -38,6 +38,7 @@ __all__ = [
     "is_dist_initialized",
     "is_main_process",
     "merge_shards",
+    "setup_processes",
     "shard_indices",
 ]
 
@@ -178,6 +179,43 @@ def init_distributed(device_spec: str = "auto", timeout: datetime.timedelta = DE
     )
     barrier()
     return DistInfo(rank, world_size, local_rank, device, rank == 0)
+
+
+def setup_processes(
+    use_distributed: bool, device_spec: str = "auto", key: str | None = "run.use_distributed"
+) -> DistInfo:
+    """The one place that decides "single process or distributed", for training, evaluation and sweeps.
+
+    Launched as several processes (torchrun's ``WORLD_SIZE`` or SLURM's ``SLURM_NTASKS`` above 1) with
+    ``use_distributed`` false, the job would run N independent copies into one output folder; that is refused
+    with one line naming the key. A single process, or a launch of one, runs without a process group.
+
+    Args:
+        use_distributed: the config's choice (evaluation passes True: it shards whenever launched with N).
+        device_spec: config device string.
+        key: the config key named in the error; ``None`` for commands that only run as one process.
+
+    Returns:
+        This process's :class:`DistInfo`.
+
+    Raises:
+        ValueError: several processes were launched but ``use_distributed`` is false.
+    """
+    launch = _launch_from_env(os.environ)
+    if launch is not None and launch[1] > 1 and not use_distributed and key is None:
+        raise ValueError(
+            f"this command runs in one process, but it was launched as rank {launch[0]} of {launch[1]} processes "
+            "(torchrun / srun); start it as a single process"
+        )
+    if launch is not None and launch[1] > 1 and not use_distributed:
+        raise ValueError(
+            f"{key}: false, but this process is rank {launch[0]} of {launch[1]} launched processes; set "
+            f"{key}=true to use all {launch[1]}, or start a single process"
+        )
+    if launch is None or not use_distributed:
+        device = resolve_device(device_spec)
+        return DistInfo(0, 1, 0, device, True)
+    return init_distributed(device_spec)
 
 
 def barrier() -> None:

@@ -18,7 +18,7 @@ from ahamask.utils.device import npu_module
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["capture_rng_state", "restore_rng_state", "set_seed"]
+__all__ = ["capture_rng_state", "python_rng_state", "restore_rng_state", "set_python_rng_state", "set_seed"]
 
 _STATE_KEYS = ("python", "numpy", "torch")
 
@@ -54,6 +54,22 @@ def set_seed(seed: int, rank: int = 0, deterministic: bool = True) -> int:
     return effective
 
 
+def python_rng_state(rng: Any) -> dict[str, Any]:
+    """A ``random.Random`` (or the ``random`` module) state as tensors and numbers (``weights_only``-loadable)."""
+    version, internal, gauss_next = rng.getstate()
+    # 625 words of Mersenne-Twister state, all < 2**32, so int64 holds them exactly.
+    return {
+        "version": int(version),
+        "internal": torch.tensor(internal, dtype=torch.int64),
+        "gauss_next": gauss_next,
+    }
+
+
+def set_python_rng_state(rng: Any, state: dict[str, Any]) -> None:
+    """Inverse of :func:`python_rng_state`."""
+    rng.setstate((state["version"], tuple(int(v) for v in state["internal"].tolist()), state["gauss_next"]))
+
+
 def capture_rng_state() -> dict[str, Any]:
     """Snapshots every random generator this process uses.
 
@@ -67,15 +83,9 @@ def capture_rng_state() -> dict[str, Any]:
         >>> sorted(state)[:3]
         ['numpy', 'python', 'torch']
     """
-    version, internal, gauss_next = random.getstate()
     name, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
-        "python": {
-            "version": int(version),
-            # 625 words of Mersenne-Twister state, all < 2**32, so int64 holds them exactly.
-            "internal": torch.tensor(internal, dtype=torch.int64),
-            "gauss_next": gauss_next,
-        },
+        "python": python_rng_state(random),
         "numpy": {
             "name": str(name),
             "keys": torch.from_numpy(keys.astype(np.int64)),
@@ -108,8 +118,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     missing = [key for key in _STATE_KEYS if key not in state]
     if missing:
         raise ValueError(f"rng state: missing keys {missing}")
-    py = state["python"]
-    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
+    set_python_rng_state(random, state["python"])
     npy = state["numpy"]
     keys = np.asarray(npy["keys"].numpy(), dtype=np.uint32)
     np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
