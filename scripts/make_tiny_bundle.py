@@ -5,8 +5,10 @@ Usage: python scripts/make_tiny_bundle.py OUT [--n-layers 2] [--n-heads 4] [--hi
 """
 
 import argparse
+import logging
 
 from ahamask.models.tiny import make_tiny_bundle
+from ahamask.utils.logging import setup_logging
 
 
 def main() -> None:
@@ -26,6 +28,7 @@ def main() -> None:
         parser.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
     parser.add_argument("--with-beats", action="store_true", default=None)
     args = vars(parser.parse_args())
+    setup_logging(logging.WARNING, rank=0)  # the line below says what was written; no third-party noise
     out = make_tiny_bundle(args.pop("out"), **{k: v for k, v in args.items() if v is not None})
     print(f"tiny bundle written to {out} (configs: {out / 'config.yaml'}, {out / 'decode_config.yaml'})")
 

@@ -3,23 +3,31 @@
 Behaviour kept from the official ``cli_inference.py``: the model comes from the decode config; when
 ``model.weight_mask_path`` is set the mask is binarised with ``sigmoid >= prob_threshold``, its share of
 active heads is printed, and only a wav path is asked for (AHAMask masks replace the instruction, so the
-prompt carries none); without a mask a prompt is asked for too. Each answer is printed after ``Output:``.
+prompt carries none); without a mask a prompt is asked for too. In a session each answer is printed after
+``Output:``.
 
 Added: a bad path or unreadable audio prints a one-line ``error:`` message and the loop goes on (the
 official prints whatever exception text it got); Ctrl-D / Ctrl-C end the session with a goodbye line and
 exit code 0; ``--wav`` answers once and exits; ``:mask PATH`` / ``:nomask`` switch masks mid-session; the
 audio goes through the dataset front end (:func:`ahamask.data.audio.prepare_audio` + ``collate``), so an
 answer here equals the one ``evaluate.py`` writes for the same file; ``model.shuffle_mask`` is honoured as
-in ``evaluate.py``. This module is the only library code that prints: it talks to a person.
+in ``evaluate.py``; with ``--wav`` only the answer goes to standard output (the mask line, notes and errors go
+to standard error), so ``answer=$(python cli_inference.py ... --wav x.wav)`` works; in a terminal session the
+typed lines are kept with readline in ``~/.ahamask_history`` (``$AHAMASK_HISTORY`` moves it, an empty value
+turns it off; nothing happens where readline is missing, e.g. on Windows). This module is the only library
+code that prints: it talks to a person.
 """
 
 from __future__ import annotations
 
 import argparse
+import builtins
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,7 +43,16 @@ from ..utils.logging import setup_logging
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ChatSession", "chat", "main", "WAV_QUESTION", "PROMPT_QUESTION", "HELP"]
+__all__ = [
+    "ChatSession",
+    "chat",
+    "main",
+    "history_path",
+    "line_history",
+    "WAV_QUESTION",
+    "PROMPT_QUESTION",
+    "HELP",
+]
 
 # The official questions, kept verbatim so that scripts written against it keep working.
 WAV_QUESTION = "Your Wav Path:\n"
@@ -51,6 +68,53 @@ _QUIT = {":quit", ":q", ":exit", "!quit", "!exit"}
 # What bad user input raises: missing files (OSError), undecodable audio and masks that do not fit
 # (ValueError subclasses). Anything else is a bug and is not swallowed.
 _INPUT_ERRORS = (OSError, ValueError)
+HISTORY_ENV = "AHAMASK_HISTORY"
+DEFAULT_HISTORY = "~/.ahamask_history"
+_HISTORY_LENGTH = 1000
+
+
+def history_path() -> Path | None:
+    """Where the session's typed lines are kept: ``$AHAMASK_HISTORY``, else ``~/.ahamask_history``.
+
+    Returns:
+        The file, or None when ``$AHAMASK_HISTORY`` is set but empty (no history kept).
+    """
+    value = os.environ.get(HISTORY_ENV, DEFAULT_HISTORY)
+    return Path(value).expanduser() if value.strip() else None
+
+
+@contextlib.contextmanager
+def line_history(path: str | os.PathLike | None) -> Iterator[Any]:
+    """Readline history for ``input()``: read from ``path`` on entry, written back on exit.
+
+    Up/down arrows then recall the wav paths and prompts of earlier sessions. A missing or unreadable file
+    starts an empty history; a file that cannot be written is a warning, never a crash of the chat.
+
+    Args:
+        path: the history file, or None for none.
+
+    Yields:
+        The ``readline`` module, or None when there is no path or readline is not available.
+    """
+    try:
+        import readline
+    except ImportError:  # Windows and some minimal Pythons have no readline: plain input() then
+        readline = None
+    if readline is None or path is None:
+        yield None
+        return
+    path = Path(path)
+    with contextlib.suppress(OSError):
+        readline.read_history_file(path)
+    readline.set_history_length(_HISTORY_LENGTH)
+    try:
+        yield readline
+    finally:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(path)
+        except OSError as exc:
+            logger.warning("chat history not saved to %s: %s", path, exc)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -209,6 +273,7 @@ def chat(
     prompt: str | None = None,
     input_fn: Callable[[str], str] = input,
     output: Callable[[str], Any] = print,
+    info: Callable[[str], Any] | None = None,
 ) -> int:
     """Load the model of a decode config and answer questions about audio files.
 
@@ -217,8 +282,11 @@ def chat(
         device: ``auto``, ``cpu``, ``cuda[:i]`` or ``npu[:i]``; ``None`` uses ``cfg.device``.
         wav: answer for this file once and return (one-shot use) instead of starting the loop.
         prompt: the instruction for ``wav``; by default ``cfg.prompt`` without a mask and none with one.
-        input_fn: reads a line after showing a question (tests pass a fake; EOFError ends the loop).
-        output: shows a line to the user.
+        input_fn: reads a line after showing a question (tests pass a fake; EOFError ends the loop). The
+            terminal's own ``input`` keeps a readline history (:func:`line_history`, :func:`history_path`).
+        output: shows a line to the user: the whole conversation in a session, only the answer with ``wav``.
+        info: shows the other lines of a one-shot answer (mask line, notes, errors); default: standard
+            error, so standard output carries the answer alone. In a session everything goes to ``output``.
 
     Returns:
         The exit code: 0, or 1 when the one-shot file could not be read.
@@ -237,22 +305,28 @@ def chat(
     torch.manual_seed(cfg.seed)
     model = SALMONN.from_config(cfg.model, device=resolve_device(device or cfg.device)).eval()
     session = ChatSession(model, cfg, load_feature_extractor(cfg.model.whisper_path))
-    if cfg.model.weight_mask_path:
-        output(session.load_mask(cfg.model.weight_mask_path))
+    if wav is not None:
+        info = info or (lambda line: print(line, file=sys.stderr))
     else:
-        output("Not using a weight mask: the official SALMONN, which needs a prompt.")
+        info = output
+    if cfg.model.weight_mask_path:
+        info(session.load_mask(cfg.model.weight_mask_path))
+    else:
+        info("Not using a weight mask: the official SALMONN, which needs a prompt.")
     if wav is None:
-        return _loop(session, input_fn, output)
+        # History only for a person at a terminal: a fake input or piped lines have nothing to recall.
+        at_terminal = input_fn is builtins.input and sys.stdin is not None and sys.stdin.isatty()
+        with line_history(history_path() if at_terminal else None):
+            return _loop(session, input_fn, output)
     if prompt is None:
         prompt = "" if session.masked else cfg.prompt
     elif session.masked and prompt.strip():
-        output("note: the mask was trained with no instruction; the given prompt is used anyway")
+        info("note: the mask was trained with no instruction; the given prompt is used anyway")
     try:
         answer = session.answer(_clean_path(wav), prompt)
     except _INPUT_ERRORS as exc:
-        output(f"error: {_one_line(exc)}")
+        info(f"error: {_one_line(exc)}")
         return 1
-    output("Output:")
     output(answer)
     return 0
 
@@ -266,9 +340,11 @@ def main(args: argparse.Namespace) -> int:
     Returns:
         The process exit code.
     """
-    # Warnings only: INFO records (model loading, the mask line that is printed anyway) would interleave
-    # with the conversation.
+    # Warnings only: INFO records (the mask line that is printed anyway, decoding details) would interleave
+    # with the conversation. Model loading is the exception: with a 13B model it takes minutes, and the
+    # lines saying what loads from where (on standard error) show that something is happening.
     setup_logging(logging.WARNING, rank=0)
+    logging.getLogger("ahamask.models").setLevel(logging.INFO)
     if args.prompt is not None and args.wav is None:
         print("error: --prompt needs --wav (in a session the prompt is asked for)", file=sys.stderr)
         return 2

@@ -42,6 +42,7 @@ __all__ = [
     "load_whisper_encoder",
     "llm_dtype_for",
     "require_dir",
+    "weights_size",
 ]
 
 PAD_TOKEN = "[PAD]"
@@ -55,6 +56,27 @@ def require_dir(path: str, key: str) -> Path:
     if not folder.is_dir():
         raise FileNotFoundError(f"model.{key}: no such directory: {path}")
     return folder
+
+
+def weights_size(path: str | Path) -> str:
+    """Size of a checkpoint file, or of the weight files in a folder, for the "loading ..." log lines.
+
+    A 13B LLM takes minutes to load; saying how much is being read tells the user what to expect.
+
+    Example:
+        >>> weights_size("pretrained/vicuna-13b-v1.1")
+        '26.0 GB'
+    """
+    path = Path(path)
+    if path.is_file():
+        total = path.stat().st_size
+    else:
+        suffixes = (".safetensors", ".bin", ".pt", ".pth")
+        total = sum(f.stat().st_size for f in path.glob("*") if f.is_file() and f.suffix in suffixes)
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if total >= scale:
+            return f"{total / scale:.1f} {unit}"
+    return f"{total} B"
 
 
 def load_tokenizer(llama_path: str):
@@ -102,6 +124,14 @@ def load_llm(cfg: ModelConfig, tokenizer, device: torch.device) -> nn.Module:
 
     folder = require_dir(cfg.llama_path, "llama_path")
     dtype = llm_dtype_for(cfg.llm_dtype, device)
+    # transformers' per-shard bars are off (quiet_loading): this line says what loads, from where, how much.
+    logger.info(
+        "loading the LLM from %s (%s of weights, as %s for %s)",
+        folder,
+        weights_size(folder),
+        str(dtype).removeprefix("torch."),
+        device,
+    )
     with quiet_loading():
         model = AutoModelForCausalLM.from_pretrained(
             str(folder), dtype=dtype, local_files_only=True, attn_implementation=cfg.attn_implementation
@@ -131,6 +161,7 @@ def load_whisper_encoder(whisper_path: str) -> nn.Module:
     from transformers import WhisperModel
 
     folder = require_dir(whisper_path, "whisper_path")
+    logger.info("loading the Whisper encoder from %s (%s of weights)", folder, weights_size(folder))
     with quiet_loading():
         whisper = WhisperModel.from_pretrained(str(folder), local_files_only=True)
     encoder = whisper.get_encoder()

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
@@ -25,6 +26,7 @@ __all__ = [
     "TensorBoardLogger",
     "get_logger",
     "log_rank_zero",
+    "quiet_third_party_warnings",
     "setup_logging",
 ]
 
@@ -32,6 +34,28 @@ LOG_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
 
 # Marks the handler that setup_logging installed, so a second call replaces it instead of duplicating.
 _HANDLER_FLAG = "_ahamask_handler"
+
+# Third-party deprecation warnings that every normal run would print and that no user can act on: each is
+# (category, message regex, module regex of the warning's origin, why it is safe to hide). Filtering by all
+# three keeps every other warning, including new ones from the same libraries, visible.
+THIRD_PARTY_NOISE: tuple[tuple[type[Warning], str, str, str], ...] = (
+    (
+        FutureWarning,
+        r"`is_gradient_checkpointing` is deprecated",
+        r"transformers\.modeling_utils",
+        "peft's get_peft_model reads the old property name of transformers 5; nothing we call uses it",
+    ),
+)
+
+
+def quiet_third_party_warnings() -> None:
+    """Hide the known third-party deprecation warnings of :data:`THIRD_PARTY_NOISE` (idempotent).
+
+    Example:
+        >>> quiet_third_party_warnings()
+    """
+    for category, message, module, _why in THIRD_PARTY_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
 
 
 def get_rank() -> int:
@@ -88,6 +112,7 @@ def setup_logging(
     setattr(handler, _HANDLER_FLAG, True)
     root.addHandler(handler)
     root.setLevel(effective)
+    quiet_third_party_warnings()
 
 
 def log_rank_zero(logger: logging.Logger, msg: str, *args: Any, level: int = logging.INFO) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,15 @@ import torch
 from ahamask.config import load_decode_config
 from ahamask.data.dataset import SALMONNDataset
 from ahamask.evaluation.evaluator import decode_dataset
-from ahamask.inference.chat import GOODBYE, PROMPT_QUESTION, WAV_QUESTION, chat, main
+from ahamask.inference.chat import (
+    GOODBYE,
+    PROMPT_QUESTION,
+    WAV_QUESTION,
+    chat,
+    history_path,
+    line_history,
+    main,
+)
 from ahamask.masking.checkpoint import save_mask
 from ahamask.models.salmonn import SALMONN
 from tests.conftest import run_repo_script
@@ -121,8 +131,10 @@ def test_answer_equals_what_evaluate_writes(tiny_bundle, mask_file, shared_tiny_
     )
     for index in (0, 1):
         out: list[str] = []
-        assert chat(cfg, wav=dataset.annotation[index]["path"], output=out.append) == 0
-        assert out[-2:] == ["Output:", expected[index]["output"]]
+        notes: list[str] = []
+        assert chat(cfg, wav=dataset.annotation[index]["path"], output=out.append, info=notes.append) == 0
+        assert out == [expected[index]["output"]]  # one-shot: the answer alone on the output channel
+        assert len(notes) == 1 and "of attention heads are active (6/8)" in notes[0]
         from_dataset, from_chat = generate_spy[index][2], generate_spy[-1][2]
         assert generate_spy[index][:2] == generate_spy[-1][:2]  # same prompt and mask
         for key in ("spectrogram", "raw_wav", "padding_mask"):
@@ -181,19 +193,24 @@ def test_commands_bad_audio_and_bad_masks(tiny_bundle, mask_file, tmp_path):
 
 def test_one_shot_bad_audio_exits_1_and_prompt_defaults(tiny_bundle, wav, mask_file, tmp_path, generate_spy):
     out: list[str] = []
-    assert chat(_cfg(tiny_bundle), wav=str(tmp_path / "gone.flac"), output=out.append) == 1
-    assert out[-1] == f"error: no such audio file: {tmp_path / 'gone.flac'}"
+    notes: list[str] = []
+    assert chat(_cfg(tiny_bundle), wav=str(tmp_path / "gone.flac"), output=out.append, info=notes.append) == 1
+    assert out == [] and notes[-1] == f"error: no such audio file: {tmp_path / 'gone.flac'}"
     # Without a mask the config's prompt is the instruction; with a mask, none unless --prompt is given.
-    assert chat(_cfg(tiny_bundle, "prompt=Describe it."), wav=str(wav), output=out.append) == 0
+    assert (
+        chat(_cfg(tiny_bundle, "prompt=Describe it."), wav=str(wav), output=out.append, info=notes.append)
+        == 0
+    )
     cfg = _cfg(tiny_bundle, f"model.weight_mask_path={mask_file}", "prompt=Describe it.")
-    assert chat(cfg, wav=str(wav), output=out.append) == 0
-    assert chat(cfg, wav=str(wav), prompt="Gender?", output=out.append) == 0
+    assert chat(cfg, wav=str(wav), output=out.append, info=notes.append) == 0
+    assert chat(cfg, wav=str(wav), prompt="Gender?", output=out.append, info=notes.append) == 0
+    assert len(out) == 3  # one answer per successful call, nothing else
     assert [call[0][0] for call in generate_spy] == [
         "USER: <Speech><SpeechHere></Speech> Describe it.\nASSISTANT:",
         NO_INSTRUCTION,
         "USER: <Speech><SpeechHere></Speech> Gender?\nASSISTANT:",
     ]
-    assert any(line.startswith("note: the mask was trained with no instruction") for line in out)
+    assert any(line.startswith("note: the mask was trained with no instruction") for line in notes)
 
 
 def test_main_reports_bad_input_in_one_line(tiny_bundle, tmp_path, capsys):
@@ -211,7 +228,11 @@ def test_main_reports_bad_input_in_one_line(tiny_bundle, tmp_path, capsys):
     assert main(args(options=[f"model.weight_mask_path={tmp_path / 'x.pth'}"])) == 2
     assert main(args(options=["prob_threshold=2"])) == 2
     assert main(args(device="cuda:99", wav="x.wav")) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    # Besides the errors, standard error only has the model-loading records (what loads from where).
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = [
+        line for line in lines if not re.match(r"\d{4}-\d\d-\d\d [\d:,]+ \[INFO\] ahamask\.models\.", line)
+    ]
     assert err[0] == "error: --prompt needs --wav (in a session the prompt is asked for)"
     assert err[1] == f"error: {tmp_path / 'x.pth'}: no such mask file"
     assert err[2].startswith("error: ") and "prob_threshold" in err[2]
@@ -222,7 +243,7 @@ def test_main_reports_bad_input_in_one_line(tiny_bundle, tmp_path, capsys):
 def test_cli_one_shot_subprocess(tiny_bundle, mask_file, wav):
     cfg = _cfg(tiny_bundle, f"model.weight_mask_path={mask_file}")
     expected: list[str] = []
-    chat(cfg, wav=str(wav), output=expected.append)
+    chat(cfg, wav=str(wav), output=expected.append, info=lambda line: None)
     proc = run_repo_script(
         [
             str(REPO / "cli_inference.py"),
@@ -238,6 +259,42 @@ def test_cli_one_shot_subprocess(tiny_bundle, mask_file, wav):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert "75.0% of attention heads are active (6/8)" in lines[0]
-    assert lines[-2:] == expected[-2:] and lines[-2] == "Output:"
+    # Only the answer on standard output (so it can be piped); the mask line goes to standard error.
+    assert proc.stdout.splitlines() == expected and len(expected) == 1
+    assert "75.0% of attention heads are active (6/8)" in proc.stderr
+    assert "Warning" not in proc.stderr  # no third-party deprecation noise
+
+
+def test_history_path_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("AHAMASK_HISTORY", raising=False)
+    assert history_path() == Path.home() / ".ahamask_history"
+    monkeypatch.setenv("AHAMASK_HISTORY", str(tmp_path / "h.txt"))
+    assert history_path() == tmp_path / "h.txt"
+    monkeypatch.setenv("AHAMASK_HISTORY", "")
+    assert history_path() is None
+
+
+def test_line_history_saves_and_restores_typed_lines(tmp_path):
+    readline = pytest.importorskip("readline")
+    path = tmp_path / "sub" / "history"
+    readline.clear_history()
+    with line_history(path) as rl:
+        assert rl is readline
+        rl.add_history("/data/a.wav")
+        rl.add_history(":mask m.pth")
+    assert path.is_file()  # written on exit, its folder created
+    readline.clear_history()
+    with line_history(path):
+        recalled = [readline.get_history_item(i) for i in range(1, readline.get_current_history_length() + 1)]
+    assert recalled[-2:] == ["/data/a.wav", ":mask m.pth"]
+    readline.clear_history()
+
+
+def test_line_history_without_readline_or_path(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "readline", None)  # import readline now raises ImportError
+    with line_history(tmp_path / "h") as rl:
+        assert rl is None
+    assert not (tmp_path / "h").exists()
+    monkeypatch.undo()
+    with line_history(None) as rl:
+        assert rl is None
