@@ -135,3 +135,27 @@ def test_sinks_satisfy_the_protocol(tmp_path):
     assert all(isinstance(sink, MetricLogger) for sink in sinks)
     assert not isinstance(object(), MetricLogger)
     sinks[1].close()
+
+
+def test_setup_logging_hides_only_the_known_third_party_deprecation(restore_root_logger):
+    import warnings
+
+    message = "`is_gradient_checkpointing` is deprecated and will be removed in v6."
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        setup_logging("INFO", rank=0, stream=io.StringIO())
+        warnings.warn_explicit(
+            message, FutureWarning, "modeling_utils.py", 1, module="transformers.modeling_utils"
+        )
+        # The same text from our code, another FutureWarning of that module, another category: all still shown.
+        warnings.warn_explicit(message, FutureWarning, "salmonn.py", 1, module="ahamask.models.salmonn")
+        warnings.warn_explicit(
+            "`x` is deprecated", FutureWarning, "m.py", 1, module="transformers.modeling_utils"
+        )
+        warnings.warn_explicit(message, DeprecationWarning, "m.py", 1, module="transformers.modeling_utils")
+    shown = [(str(w.message), w.category, w.filename) for w in caught]
+    assert shown == [
+        (message, FutureWarning, "salmonn.py"),
+        ("`x` is deprecated", FutureWarning, "m.py"),
+        (message, DeprecationWarning, "m.py"),
+    ]
