@@ -22,7 +22,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .hooks import decoder_layers, model_geometry
+from .hf_layout import (
+    base_linear,
+    decoder_layers,
+    feed_forward_output,
+    is_merged,
+    lora_input_linears,
+    output_projection,
+)
+from .hooks import model_geometry
 from .mask import MaskShapeError
 
 logger = logging.getLogger(__name__)
@@ -139,17 +147,13 @@ class _Saved:
 
 def _o_proj_weights(o_proj: nn.Module, where: str) -> list[torch.Tensor]:
     """The matrices whose input columns carry the heads: the base weight and any LoRA ``A`` matrices."""
-    base = getattr(o_proj, "base_layer", o_proj)
+    base = base_linear(o_proj)
     if not isinstance(base, nn.Linear):
         raise FoldError(f"{where}: o_proj is a {type(base).__name__}, not an nn.Linear; cannot fold the mask")
-    weights = [base.weight]
-    lora_a = getattr(o_proj, "lora_A", None)
-    if lora_a is not None:
-        if getattr(o_proj, "merged", False):
-            # A merged adapter already lives in base.weight; its A matrices are not used in forward.
-            return weights
-        weights += [module.weight for module in lora_a.values()]
-    return weights
+    if is_merged(o_proj):
+        # A merged adapter already lives in base.weight; its A matrices are not used in forward.
+        return [base.weight]
+    return [base.weight] + [module.weight for module in lora_input_linears(o_proj)]
 
 
 @contextlib.contextmanager
@@ -192,13 +196,13 @@ def fold_head_mask(model: nn.Module, mask: torch.Tensor | None, *, apply_ffn: bo
             for index, layer in enumerate(decoder_layers(llm)):
                 dropped = (~keep[index]).nonzero().reshape(-1)
                 if dropped.numel():
-                    for weight in _o_proj_weights(layer.self_attn.o_proj, f"layer {index}"):
+                    for weight in _o_proj_weights(output_projection(layer), f"layer {index}"):
                         cols = head_columns(dropped, head_dim, weight.device)
                         # Save before writing so a failure half-way still restores what was changed.
                         saved.append(_Saved(weight, cols, weight.index_select(1, cols).clone()))
                         weight.index_fill_(1, cols, 0.0)
                 if not ffn_keep[index]:
-                    down = layer.mlp.down_proj
+                    down = feed_forward_output(layer)
                     for tensor in (down.weight, down.bias):
                         if tensor is not None:
                             saved.append(_Saved(tensor, None, tensor.clone()))

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from .hf_layout import attention, attention_geometry, decoder_layers, feed_forward, output_projection
 from .mask import MaskShapeError, as_grid, binarize, check_mask_length
 
 __all__ = [
@@ -36,36 +37,11 @@ __all__ = [
 _REGISTRY_ATTR = "_ahamask_head_hooks"
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """Find the decoder layers (each with ``self_attn.o_proj``) of a LLaMA-style model, peft-wrapped or not."""
-    for module in model.modules():
-        if (
-            isinstance(module, nn.ModuleList)
-            and len(module)
-            and all(hasattr(layer, "self_attn") and hasattr(layer.self_attn, "o_proj") for layer in module)
-        ):
-            return module
-    raise ValueError(f"{type(model).__name__}: no decoder layers with self_attn.o_proj found")
-
-
 def model_geometry(model: nn.Module) -> tuple[int, int, int]:
     """``(n_layers, n_heads, head_dim)`` of the decoder, read from its first attention module."""
     layers = decoder_layers(model)
-    attn = layers[0].self_attn
-    head_dim = getattr(attn, "head_dim", None)
-    config = getattr(attn, "config", None)
-    n_heads = getattr(config, "num_attention_heads", None) if config is not None else None
-    if n_heads is None:
-        n_heads = attn.num_heads
-    if head_dim is None:
-        head_dim = _o_proj_in_features(attn) // n_heads
-    return len(layers), int(n_heads), int(head_dim)
-
-
-def _o_proj_in_features(attn: nn.Module) -> int:
-    o_proj = attn.o_proj
-    base = getattr(o_proj, "base_layer", o_proj)  # a peft LoRA wrapper keeps the Linear as base_layer
-    return int(base.in_features)
+    n_heads, head_dim = attention_geometry(attention(layers[0]))
+    return len(layers), n_heads, head_dim
 
 
 def _expand_rows(weights: torch.Tensor, batch: int) -> torch.Tensor:
@@ -95,9 +71,9 @@ class HeadMaskHooks:
         self._ffn: torch.Tensor | None = None  # [rows, L]
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         for index, layer in enumerate(decoder_layers(model)):
-            self._handles.append(layer.self_attn.o_proj.register_forward_pre_hook(self._head_hook(index)))
+            self._handles.append(output_projection(layer).register_forward_pre_hook(self._head_hook(index)))
             if apply_ffn:
-                self._handles.append(layer.mlp.register_forward_hook(self._ffn_hook(index)))
+                self._handles.append(feed_forward(layer).register_forward_hook(self._ffn_hook(index)))
         getattr(model, _REGISTRY_ATTR, None) or setattr(model, _REGISTRY_ATTR, [])
         getattr(model, _REGISTRY_ATTR).append(self)
 

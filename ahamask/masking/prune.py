@@ -32,7 +32,17 @@ import torch
 from torch import nn
 
 from .fold import FoldError, head_columns, head_keep_grid, resolve_llm
-from .hooks import decoder_layers, model_geometry
+from .hf_layout import (
+    attention,
+    base_linear,
+    decoder_layers,
+    has_dora,
+    kv_heads,
+    lora_input_linears,
+    lora_output_linears,
+    set_query_groups,
+)
+from .hooks import model_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +119,10 @@ def plan_pruning(keep: torch.Tensor, n_kv_heads: int | None = None) -> list[Laye
 
 
 def _linear_of(module: nn.Module, where: str) -> nn.Linear:
-    base = getattr(module, "base_layer", module)
+    base = base_linear(module)
     if not isinstance(base, nn.Linear):
         raise FoldError(f"{where}: a {type(base).__name__}, not an nn.Linear; cannot prune it")
-    if len(getattr(module, "lora_magnitude_vector", {}) or {}):
+    if has_dora(module):
         raise FoldError(f"{where}: DoRA adapters cannot be pruned; merge them first (peft merge_and_unload)")
     return base
 
@@ -131,7 +141,7 @@ def _keep_outputs(module: nn.Module, rows: torch.Tensor, where: str) -> None:
     _slice_param(base, "weight", 0, rows)
     _slice_param(base, "bias", 0, rows)
     base.out_features = len(rows)
-    for lora_b in getattr(module, "lora_B", {}).values():
+    for lora_b in lora_output_linears(module):
         _slice_param(lora_b, "weight", 0, rows)
         _slice_param(lora_b, "bias", 0, rows)
         lora_b.out_features = len(rows)
@@ -144,7 +154,7 @@ def _keep_inputs(module: nn.Module, cols: torch.Tensor, where: str) -> None:
     base = _linear_of(module, where)
     _slice_param(base, "weight", 1, cols)
     base.in_features = len(cols)
-    for lora_a in getattr(module, "lora_A", {}).values():
+    for lora_a in lora_input_linears(module):
         _slice_param(lora_a, "weight", 1, cols)
         lora_a.in_features = len(cols)
     if hasattr(module, "in_features"):
@@ -152,7 +162,7 @@ def _keep_inputs(module: nn.Module, cols: torch.Tensor, where: str) -> None:
 
 
 def _prune_layer(layer: nn.Module, plan: LayerPlan, head_dim: int) -> None:
-    attn = layer.self_attn
+    attn = attention(layer)
     where = f"layer {plan.layer}"
     q_rows = head_columns(list(plan.query_heads), head_dim)
     kv_rows = head_columns(list(plan.kv_heads), head_dim)
@@ -167,18 +177,16 @@ def _prune_layer(layer: nn.Module, plan: LayerPlan, head_dim: int) -> None:
         base = _linear_of(attn.o_proj, f"{where} o_proj")
         with torch.no_grad():
             base.weight.index_fill_(1, cols.to(base.weight.device), 0.0)
-            for lora_a in getattr(attn.o_proj, "lora_A", {}).values():
+            for lora_a in lora_input_linears(attn.o_proj):
                 lora_a.weight.index_fill_(1, cols.to(lora_a.weight.device), 0.0)
     # Read by transformers' eager and sdpa attention (repeat_kv / enable_gqa) for this layer only.
-    attn.num_key_value_groups = plan.groups
+    set_query_groups(attn, plan.groups)
     attn.ahamask_query_heads = plan.query_heads
     attn.ahamask_kv_heads = plan.kv_heads
 
 
 def _kv_heads(llm: nn.Module, n_heads: int) -> int:
-    attn = decoder_layers(llm)[0].self_attn
-    config = getattr(attn, "config", None)
-    return int(getattr(config, "num_key_value_heads", None) or n_heads)
+    return kv_heads(attention(decoder_layers(llm)[0]), n_heads)
 
 
 def prune_heads(model: nn.Module, mask: torch.Tensor, *, inplace: bool = False) -> nn.Module:
