@@ -21,6 +21,8 @@ ROOT_SCRIPTS = [
     "cli_inference.py",
     "scripts/score.py",
     "scripts/instruction_sweep.py",
+    "scripts/make_tiny_bundle.py",
+    "scripts/inspect_mask.py",
 ]
 
 # Runs every command's --help in one fresh interpreter and reports, per command, the exit code, whether
@@ -55,6 +57,7 @@ def test_the_expected_commands_are_declared():
         "ahamask-chat",
         "ahamask-score",
         "ahamask-sweep",
+        "ahamask-tiny-bundle",
         "ahamask-inspect",
         "ahamask-compare",
         "ahamask-convert",
