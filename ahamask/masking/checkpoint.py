@@ -67,7 +67,12 @@ class MaskFileError(ValueError):
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
     """First line of an exception message, shortened: torch's unpickling errors run to a dozen lines."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = str(exc)
+    # torch.load(weights_only=True) opens with a paragraph on defaults; the reason comes after it.
+    if message.lstrip().startswith("Weights only load failed"):
+        marker = "WeightsUnpickler error:"
+        message = message.split(marker, 1)[1] if marker in message else message.split("\n", 1)[-1]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
     text = lines[0] if lines else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

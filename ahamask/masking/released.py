@@ -84,9 +84,9 @@ RELEASED_MASKS: dict[str, ReleasedMask] = {
         ),
         ReleasedMask(
             "asr_gender_json_librispeech",
-            "JSON output with an ASR and a GR key",
+            'JSON with "ASR" and "GR" keys',
             "LibriSpeech",
-            'JSON {"ASR", "GR"}',
+            "JSON",
             "120febcfb87b2a940259bf72c078d867210d06adbc3e76d7b86aca998ef73b50",
         ),
         ReleasedMask(
