@@ -309,12 +309,11 @@ def _torch_file_problem(key: str, path: Path) -> tuple[str | None, Any]:
 def _mask_problem(key: str, path: str, n_layers: int, n_heads: int) -> str | None:
     """A mask file that is unreadable, non-finite or made for another geometry, as one line."""
     from .masking.checkpoint import load_mask
-    from .masking.mask import check_mask_length
     from .utils.errors import one_line
 
     try:
-        logits = load_mask(path)
-        check_mask_length(logits, n_layers, n_heads, source=str(path))
+        # With the model's geometry, a mask whose sidecar states another one names the dimension.
+        load_mask(path, n_layers=n_layers, n_heads=n_heads)
     except (ValueError, OSError) as exc:  # MaskFileError, MaskShapeError
         return f"{key}: {one_line(exc)}"
     return None
@@ -393,9 +392,15 @@ def _torch_checks(model: ModelConfig, torch_files: list[tuple[str, Path]], mask:
 
 def _mask_path(model: ModelConfig) -> tuple[str | None, str | None]:
     """(path to check, problem) for ``model.weight_mask_path``."""
-    value = model.weight_mask_path
-    if not value:
+    from .masking.names import MaskFileError, resolve_mask_path
+
+    if not model.weight_mask_path:
         return None, None
+    try:
+        # A released name (gender_librispeech) or a mask folder stands for one file; check that file.
+        value = str(resolve_mask_path(model.weight_mask_path))
+    except MaskFileError as exc:
+        return None, f"model.weight_mask_path: {exc}"
     problem = _input_file("model.weight_mask_path", value, "a mask file (.pth or .safetensors)")
     return (None, problem) if problem else (value, None)
 

@@ -36,7 +36,7 @@ from safetensors.torch import save as save_safetensors
 from .. import __version__
 from ..utils.io import atomic_open, atomic_write_json
 from .mask import MaskShapeError, check_mask_length
-from .released import RELEASE_FILE, RELEASED_MASKS
+from .names import MASK_FILE_NAME, MaskFileError, resolve_mask_path
 
 __all__ = [
     "MASK_CONFIG_NAME",
@@ -53,16 +53,8 @@ __all__ = [
 ]
 
 _SAFETENSORS_SUFFIXES = (".safetensors", ".st")
-MASK_FILE_NAME = "mask.safetensors"
 MASK_CONFIG_NAME = "mask_config.json"
 MASK_FORMAT = "ahamask-head-mask"
-# legacy_checkpoints/ is looked for here after the working directory: the folder above the package.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LEGACY_DIR_NAME = "legacy_checkpoints"
-
-
-class MaskFileError(ValueError):
-    """A mask file is missing, unreadable or not in a known format."""
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
@@ -90,76 +82,6 @@ def _extract_tensor(obj: object, path: Path) -> torch.Tensor:
     if not isinstance(obj, torch.Tensor):
         raise MaskFileError(f"{path}: the mask entry is a {type(obj).__name__}, not a tensor")
     return obj
-
-
-def _is_bare_name(spec: str) -> bool:
-    """``gender_librispeech``: no folder part and no suffix, so the name of a mask rather than a path."""
-    path = Path(spec)
-    return bool(spec) and len(path.parts) == 1 and not path.suffix and spec not in (".", "..")
-
-
-def _mask_in_folder(folder: Path) -> Path | None:
-    """The mask file of a folder: the shareable ``mask.safetensors`` first, else a released checkpoint.pth."""
-    for name in (MASK_FILE_NAME, RELEASE_FILE):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _legacy_dirs() -> list[Path]:
-    """Where bare names are looked up, in order: ./legacy_checkpoints, then the repository's."""
-    dirs = [Path.cwd() / LEGACY_DIR_NAME, REPO_ROOT / LEGACY_DIR_NAME]
-    return [d for i, d in enumerate(dirs) if d.resolve() not in {e.resolve() for e in dirs[:i]}]
-
-
-def resolve_mask_path(spec: str | os.PathLike, key: str = "") -> Path:
-    """Turn a mask path, a mask folder or the bare name of a released mask into the file to read.
-
-    Args:
-        spec: a file (``checkpoint.pth``, ``*.safetensors``), a folder holding ``mask.safetensors`` or
-            ``checkpoint.pth``, or a bare name such as ``gender_librispeech`` (no folder, no suffix), which
-            means ``legacy_checkpoints/<name>/checkpoint.pth`` under the working directory or, failing
-            that, under the repository root.
-        key: the config key the value came from, put in front of error messages.
-
-    Returns:
-        The mask file. A path that does not exist is returned as it is, so :func:`load_mask` reports it.
-
-    Raises:
-        MaskFileError: a folder without a mask file, or a bare name found nowhere (the message lists the
-            known names and where it looked).
-
-    Example:
-        >>> resolve_mask_path("gender_librispeech")  # after scripts/import_released_masks.py
-        PosixPath('/.../legacy_checkpoints/gender_librispeech/checkpoint.pth')
-    """
-    prefix = f"{key}: " if key else ""
-    text = os.fspath(spec)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        found = _mask_in_folder(path)
-        if found is None:
-            raise MaskFileError(f"{prefix}{path}: folder holds neither {MASK_FILE_NAME} nor {RELEASE_FILE}")
-        return found
-    if path.exists() or not _is_bare_name(text):
-        return path
-    dirs = _legacy_dirs()
-    for folder in dirs:
-        found = _mask_in_folder(folder / text)
-        if found is not None:
-            return found
-    local = sorted({p.parent.name for d in dirs if d.is_dir() for p in d.glob(f"*/{RELEASE_FILE}")})
-    where = " or ".join(str(d) for d in dirs)
-    if text in RELEASED_MASKS:
-        raise MaskFileError(
-            f"{prefix}{text}: a released mask, but {LEGACY_DIR_NAME}/{text}/{RELEASE_FILE} is not in {where}; "
-            "copy the release there with scripts/import_released_masks.py SRC"
-        )
-    known = sorted(set(RELEASED_MASKS) | set(local))
-    raise MaskFileError(
-        f"{prefix}{text}: no such mask file, and no mask of that name in {where}; "
-        f"known names: {', '.join(known)}"
-    )
 
 
 def read_mask_metadata(path: str | os.PathLike) -> dict[str, str]:
