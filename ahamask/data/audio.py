@@ -31,6 +31,10 @@ EXPAND_GAP_SAMPLES = 1600
 """Silence (0.1 s) inserted before each `expand_wav` file appended to an entry's audio."""
 RESAMPLE_QUALITY = "HQ"
 """soxr quality; "HQ" is what librosa's default resampler (res_type="soxr_hq") runs."""
+RESAMPLERS = ("torchaudio_sinc", "soxr")
+"""How non-16 kHz audio is resampled: the official torchaudio kernel (`sinc_resample`) or soxr HQ."""
+DEFAULT_RESAMPLER = "torchaudio_sinc"
+"""The official dataset's `torchaudio.transforms.Resample` defaults, reproduced exactly in torch."""
 
 
 class AudioError(ValueError):
@@ -153,38 +157,56 @@ def probe_audio(path: str | os.PathLike) -> None:
             raise AudioError(f"truncated audio file {path}: its data chunk lacks {missing} bytes")
 
 
-def resample(samples: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Resample with soxr, giving the same samples as `librosa.resample(..., res_type="soxr_hq")`.
+def resample(
+    samples: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE, method: str = DEFAULT_RESAMPLER
+) -> np.ndarray:
+    """Resample with the official torchaudio kernel (default) or with soxr.
 
-    soxr is called directly because librosa only wraps it here, while importing librosa's core costs
-    2 s per process (20 s on a cold numba cache). Like librosa (and torchaudio in the official code)
-    the output has ceil(len * target_sr / orig_sr) samples; soxr alone can give one fewer.
+    "torchaudio_sinc" gives the samples of the official `torchaudio.transforms.Resample` (float32; see
+    `ahamask.data.sinc_resample`). "soxr" gives those of `librosa.resample(..., res_type="soxr_hq")`: soxr is
+    called directly because librosa only wraps it here, while importing librosa's core costs 2 s per process.
+    Both give ceil(len * target_sr / orig_sr) samples (soxr alone can give one fewer; torchaudio rounds the
+    quotient to float32 first, which for inputs over about 20 s can give one fewer).
 
     Args:
         samples: float array of shape [time] at `orig_sr`.
         orig_sr: Its sampling rate in Hz.
         target_sr: The wanted sampling rate in Hz.
+        method: One of `RESAMPLERS`.
 
     Returns:
-        Array of shape [ceil(time * target_sr / orig_sr)], same dtype.
+        Array of shape [ceil(time * target_sr / orig_sr)]; float32 for "torchaudio_sinc", the input dtype
+        for "soxr".
+
+    Raises:
+        ValueError: An unknown method.
 
     Example:
         >>> resample(np.zeros(8000), 8000).shape
         (16000,)
     """
+    if method not in RESAMPLERS:
+        raise ValueError(f"resampler: {method!r} is not one of {', '.join(RESAMPLERS)}")
     if orig_sr == target_sr:
         return samples
+    if method == "torchaudio_sinc":
+        from .sinc_resample import resample_sinc  # torch is imported on use: manifest checks never need it
+
+        return resample_sinc(samples, orig_sr, target_sr)
     length = -(-len(samples) * target_sr // orig_sr)
     out = soxr.resample(samples, orig_sr, target_sr, quality=RESAMPLE_QUALITY)[:length]
     return np.pad(out, (0, length - len(out)))
 
 
-def load_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Read a file as mono float32 at `target_sr`, resampling with soxr when needed.
+def load_audio(
+    path: str | os.PathLike, target_sr: int = SAMPLE_RATE, resampler: str = DEFAULT_RESAMPLER
+) -> np.ndarray:
+    """Read a file as mono float32 at `target_sr`, resampling when needed.
 
     Args:
         path: Audio file (see `read_audio` for the checks applied).
         target_sr: Output sampling rate in Hz.
+        resampler: One of `RESAMPLERS` (see `resample`).
 
     Returns:
         float32 array of shape [time] at `target_sr`.
@@ -197,7 +219,7 @@ def load_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE) -> np.ndar
         >>> wav = load_audio("clip_44k.wav")  # 1 s at 44.1 kHz -> 16000 samples
     """
     samples, sample_rate = read_audio(path)
-    return resample(samples, sample_rate, target_sr).astype(np.float32)
+    return resample(samples, sample_rate, target_sr, resampler).astype(np.float32)
 
 
 def max_waveform_samples(feature_extractor: WhisperFeatureExtractor | None = None) -> int:
@@ -249,6 +271,7 @@ def prepare_waveform(
     path: str | os.PathLike,
     expand_wav: Sequence[str | os.PathLike] = (),
     feature_extractor: WhisperFeatureExtractor | None = None,
+    resampler: str = DEFAULT_RESAMPLER,
 ) -> np.ndarray:
     """Load one example's waveform exactly as the model receives it (dataset and CLI share this).
 
@@ -257,6 +280,7 @@ def prepare_waveform(
         expand_wav: Files appended after 0.1 s of silence each. Unlike the official code, which reads
             them at whatever rate they were stored, they are resampled to 16 kHz too.
         feature_extractor: Whisper front end whose chunk bounds the length, or None for 30 s.
+        resampler: One of `RESAMPLERS`, for files not at 16 kHz (see `resample`).
 
     Returns:
         float32 array of shape [time], 16 kHz, between 1 s and the length limit.
@@ -268,8 +292,8 @@ def prepare_waveform(
     Example:
         >>> wav = prepare_waveform("question.wav", feature_extractor=fe)
     """
-    audio = load_audio(path)
-    expand = [load_audio(extra) for extra in expand_wav]
+    audio = load_audio(path, resampler=resampler)
+    expand = [load_audio(extra, resampler=resampler) for extra in expand_wav]
     return assemble_waveform(audio, expand, max_waveform_samples(feature_extractor))
 
 
@@ -339,6 +363,7 @@ def prepare_audio(
     path: str | os.PathLike,
     feature_extractor: WhisperFeatureExtractor,
     expand_wav: Sequence[str | os.PathLike] = (),
+    resampler: str = DEFAULT_RESAMPLER,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Both model inputs for one example: Whisper features and the raw waveform for BEATs.
 
@@ -346,6 +371,7 @@ def prepare_audio(
         path: The main audio file.
         feature_extractor: The Whisper front end.
         expand_wav: Files appended after 0.1 s of silence each.
+        resampler: One of `RESAMPLERS`, for files not at 16 kHz (see `resample`).
 
     Returns:
         (spectrogram, raw_wav): float32 tensor [n_mels, frames] and float32 array [time].
@@ -357,5 +383,5 @@ def prepare_audio(
     Example:
         >>> spectrogram, raw_wav = prepare_audio("question.wav", fe)
     """
-    raw_wav = prepare_waveform(path, expand_wav, feature_extractor)
+    raw_wav = prepare_waveform(path, expand_wav, feature_extractor, resampler)
     return whisper_features(raw_wav, feature_extractor), raw_wav

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import Dataset
 
-from ahamask.data.audio import AudioError, default_feature_extractor, load_feature_extractor, prepare_audio
+from ahamask.data.audio import (
+    DEFAULT_RESAMPLER,
+    RESAMPLERS,
+    AudioError,
+    default_feature_extractor,
+    load_feature_extractor,
+    prepare_audio,
+    prepare_waveform,
+)
 from ahamask.data.collate import collate
 from ahamask.data.manifest import (
     ManifestError,
@@ -38,6 +46,12 @@ class SALMONNDataset(Dataset):
             neither, whisper-large-v2's front end is used (80 mel bins, 30 s).
         skip_bad_entries: Decode every file up front, drop bad entries with a warning listing them and
             keep them in `skipped`, instead of raising at the first bad entry.
+        resampler: How files not at 16 kHz are resampled: "torchaudio_sinc" (the official
+            `torchaudio.transforms.Resample`, default) or "soxr" (see `ahamask.data.audio.resample`).
+        features: "clip" (default): each item carries its Whisper features, computed on the CPU here;
+            "device": items carry the waveform only (spectrogram None) and the model computes the features of
+            a whole batch in one call on its device (`SALMONN.encode_speech`): the same numbers without a
+            per-clip loop, and none at all for clips a speech cache already holds.
 
     Attributes:
         annotation: The usable entries, resolved as by `load_manifest`.
@@ -47,7 +61,8 @@ class SALMONNDataset(Dataset):
     Raises:
         FileNotFoundError: The manifest or the Whisper config is missing.
         ManifestError: The manifest is malformed, or (with skip_bad_entries) no entry is usable.
-        ValueError: Both whisper_path and feature_extractor were given.
+        ValueError: Both whisper_path and feature_extractor were given, an unknown resampler, or features
+            is not "clip" or "device".
 
     Example:
         >>> ds = SALMONNDataset("data/test/demo.json", whisper_path="ckpt/whisper-large-v2")
@@ -60,10 +75,18 @@ class SALMONNDataset(Dataset):
         whisper_path: str | os.PathLike | None = None,
         feature_extractor: WhisperFeatureExtractor | None = None,
         skip_bad_entries: bool = False,
+        resampler: str = DEFAULT_RESAMPLER,
+        features: str = "clip",
     ) -> None:
         super().__init__()
+        if features not in ("clip", "device"):
+            raise ValueError(f"SALMONNDataset: features={features!r}, expected 'clip' or 'device'")
+        self.features = features
         if whisper_path is not None and feature_extractor is not None:
             raise ValueError("SALMONNDataset: give whisper_path or feature_extractor, not both")
+        if resampler not in RESAMPLERS:
+            raise ValueError(f"datasets.resampler: {resampler!r} is not one of {', '.join(RESAMPLERS)}")
+        self.resampler = resampler
         if feature_extractor is None:
             if whisper_path is None:
                 log_rank_zero(
@@ -114,7 +137,7 @@ class SALMONNDataset(Dataset):
             index: Position in `annotation`.
 
         Returns:
-            dict with spectrogram [n_mels, frames] float32 tensor, raw_wav [time] float32 array, and the
+            dict with spectrogram [n_mels, frames] float32 tensor (None with features="device"), raw_wav [time] float32 array, and the
             text, task, Q and id strings (id is the entry's path as written in the manifest).
 
         Raises:
@@ -122,7 +145,15 @@ class SALMONNDataset(Dataset):
         """
         entry = self.annotation[index]
         try:
-            spectrogram, raw_wav = prepare_audio(entry["path"], self.wav_processor, entry["expand_wav"])
+            if self.features == "device":  # the model computes the batch's features on its device
+                spectrogram = None
+                raw_wav = prepare_waveform(
+                    entry["path"], entry["expand_wav"], self.wav_processor, self.resampler
+                )
+            else:
+                spectrogram, raw_wav = prepare_audio(
+                    entry["path"], self.wav_processor, entry["expand_wav"], self.resampler
+                )
         except (FileNotFoundError, AudioError) as err:
             issue = ManifestIssue(
                 self.ann_path, self._indices[index], entry["id"], describe_audio_error(entry, err)
