@@ -95,9 +95,20 @@ def mask_heatmap_figure(
     # Wide for many heads, tall for many layers, within sane bounds for 2 x 4 and 40 x 40 alike.
     width = min(max(3.0 + 0.16 * n_heads, 5.5), 11.0)
     height = min(max(1.2 + 0.14 * n_layers, 2.8), 8.5)
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(1, 2, width_ratios=[max(n_heads, 4), 1.5])
+    # Fixed margins in inches instead of constrained layout, which took 0.8 s of the 1.3 s a 40 x 40 picture
+    # costs (the trainer draws one per epoch). Columns: heatmap, per-layer strip, colour bar.
+    grid = fig.add_gridspec(
+        1,
+        3,
+        width_ratios=[max(n_heads, 4), 1.5, 0.25],
+        left=0.6 / width,
+        right=1.0 - 0.75 / width,
+        bottom=0.5 / height,
+        top=1.0 - 0.55 / height,
+        wspace=0.12,
+    )
     ax = fig.add_subplot(grid[0, 0])
     image = ax.imshow(
         probs.numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest"
@@ -117,7 +128,7 @@ def mask_heatmap_figure(
     strip.set_xlim(0.0, 1.0)
     strip.set_xlabel("kept")
     strip.tick_params(labelleft=False)
-    fig.colorbar(image, ax=strip, label="sigmoid(logit)")
+    fig.colorbar(image, cax=fig.add_subplot(grid[0, 2]), label="sigmoid(logit)")
     return fig
 
 
@@ -195,9 +206,15 @@ def plot_training_curves(steps_jsonl: str | os.PathLike, out_png: str | os.PathL
     records = _read_steps(path)
     if not _series(records, "loss")[0]:
         raise ValueError(f"{path}: no training step with a 'loss' value was logged")
-    fig = Figure(figsize=(10, 6.5), dpi=100, layout="constrained")
+    fig = Figure(figsize=(10, 6.5), dpi=100)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(2, 2, sharex=True)
+    # Fixed margins: constrained layout would double the drawing time for no visible gain here.
+    axes = fig.subplots(
+        2,
+        2,
+        sharex=True,
+        gridspec_kw=dict(left=0.07, right=0.98, bottom=0.08, top=0.88, hspace=0.25, wspace=0.18),
+    )
     panels = (
         ("loss", "loss (CE + sparsity)", axes[0, 0]),
         ("ce", "cross-entropy", axes[0, 1]),
