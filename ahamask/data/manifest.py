@@ -20,12 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from ahamask.data.audio import AudioError, probe_audio, read_audio
+from ahamask.utils.logging import log_rank_zero
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TASK = "asr"
 DEFAULT_QUESTION = ""
 REQUIRED_KEYS = ("path", "text")
+SPECIAL_TARGET_TOKENS = ("</s>", "<s>")
+"""LLaMA's EOS / BOS written as text: the tokenizer turns them into the special ids 2 / 1."""
+
+# Manifests (resolved paths) whose unusual targets were already reported in this process.
+_TARGETS_REPORTED: set[str] = set()
 
 
 class ManifestError(ValueError):
@@ -229,7 +235,46 @@ def scan_manifest(
             scan.entries.append((index, entry))
         else:
             scan.issues.append(ManifestIssue(name, index, written, problem))
+    _report_unusual_targets(name, scan.entries)
     return scan
+
+
+def unusual_targets(entries: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, str]]:
+    """Entries whose target tokenises differently from the official code: ``(index, text)`` pairs.
+
+    Two shapes, both absent from the official data: a target starting with a space, and one holding ``</s>``
+    or ``<s>`` as text. ahamask's tokenizer (transformers 5) drops the leading space (``" Male"`` gives the
+    ids of ``"Male"``), where transformers 4.28's slow tokenizer keeps it as an extra ``▁`` piece; it turns
+    ``</s>`` / ``<s>`` into the special ids 2 / 1 (as 4.28 does; a ``</s>`` mid-target teaches the model to stop
+    there) and gives the text right after them no leading ``▁``, where 4.28 gives one.
+    """
+    return [
+        (index, entry["text"])
+        for index, entry in entries
+        if entry["text"].startswith(" ") or any(token in entry["text"] for token in SPECIAL_TARGET_TOKENS)
+    ]
+
+
+def _report_unusual_targets(name: str, entries: list[tuple[int, dict[str, Any]]]) -> None:
+    """Warn once per manifest and process about `unusual_targets`, naming the first entries."""
+    found = unusual_targets(entries)
+    key = str(Path(name).resolve())
+    if not found or key in _TARGETS_REPORTED:
+        return
+    _TARGETS_REPORTED.add(key)
+    shown = ", ".join(f"entry {index} ({text!r})" for index, text in found[:5])
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    log_rank_zero(
+        logger,
+        "%s: %d targets tokenise differently from the official code: %s%s. A leading space is dropped "
+        "(the official 4.28 tokenizer adds a '▁' piece for it); '</s>' / '<s>' become the special ids 2 / 1 "
+        "and the text after them gets no leading '▁' (the official gives one). Strip such targets to match.",
+        name,
+        len(found),
+        shown,
+        more,
+        level=logging.WARNING,
+    )
 
 
 def load_manifest(manifest: str | os.PathLike) -> list[dict[str, Any]]:
