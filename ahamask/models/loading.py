@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..utils.logging import quiet_third_party_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +150,11 @@ def load_llm(cfg: ModelConfig, tokenizer, device: torch.device) -> nn.Module:
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
         )
-        model = get_peft_model(model, lora_cfg)
+        # peft reads transformers' deprecated `is_gradient_checkpointing`: hidden here too, so library users
+        # (not only the entry points, through setup_logging) get no warning they cannot act on.
+        with warnings.catch_warnings():
+            quiet_third_party_warnings()
+            model = get_peft_model(model, lora_cfg)
         # LoRA weights stay in float32 as in the official set-up, whatever the base dtype.
         for name, param in model.named_parameters():
             if "lora_" in name:
