@@ -195,3 +195,23 @@ def test_paths_are_not_names(imported):
         load_mask("sub/gender_librispeech")
     # The released folder itself is a mask folder.
     assert resolve_mask_path("legacy_checkpoints/gender_librispeech").name == "checkpoint.pth"
+
+
+def test_a_decode_config_names_a_released_mask(imported, tiny_bundle):
+    from ahamask.config import load_decode_config
+    from ahamask.preflight import PreflightError, check_decode_inputs
+
+    cfg = load_decode_config(
+        tiny_bundle / "decode_config.yaml", ["model.weight_mask_path=gender_librispeech"]
+    )
+    assert cfg.model.weight_mask_path == "gender_librispeech"  # a name, not turned into a path
+    # The pre-flight check finds the imported file: what it reports is the geometry, not a missing file.
+    with pytest.raises(
+        PreflightError, match=r"legacy_checkpoints/gender_librispeech/checkpoint.pth: has 1640 entries"
+    ):
+        check_decode_inputs(cfg)
+    cfg = load_decode_config(tiny_bundle / "decode_config.yaml", ["model.weight_mask_path=gender_librispeec"])
+    with pytest.raises(
+        PreflightError, match=r"model.weight_mask_path: gender_librispeec: .*known names: aac_audiocaps"
+    ):
+        check_decode_inputs(cfg)
