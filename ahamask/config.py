@@ -65,7 +65,8 @@ def _report(errors: list[str]) -> None:
     sink.extend(errors)
 
 
-def _device_problem(key: str, value: str) -> list[str]:
+def device_problem(key: str, value: str) -> list[str]:
+    """``[one line]`` when ``value`` is not a device form ``resolve_device`` accepts, else ``[]`` (no torch)."""
     if _DEVICE_RE.match(str(value).strip().lower()):
         return []
     return [f"{key}: {value!r} is not a device; expected auto, cpu, cuda, cuda:<i>, npu or npu:<i>"]
@@ -279,7 +280,7 @@ class RunConfig:
         if self.world_size < 1:
             errors.append(f"run.world_size: {self.world_size} must be >= 1")
         errors += _seed_problem("run.seed", self.seed)
-        errors += _device_problem("run.device", self.device)
+        errors += device_problem("run.device", self.device)
         _report(errors)
 
 
@@ -323,8 +324,7 @@ class GenerateConfig:
             errors.append("generate.beam_scoring: 'official' is beam search without sampling (set do_sample: false)")
         if beams and self.stop_rule == "official_row0" and self.beam_scoring != "official":
             errors.append("generate.stop_rule: 'official_row0' with num_beams > 1 needs beam_scoring: official")
-        if errors:
-            raise ConfigError("; ".join(errors))
+        _report(errors)
 
 
 @dataclass
@@ -366,7 +366,7 @@ class DecodeConfig:
         ):
             errors.append(f"output_path: {self.output_path!r} is test_data_path (it would be overwritten)")
         errors += _seed_problem("seed", self.seed)
-        errors += _device_problem("device", self.device)
+        errors += device_problem("device", self.device)
         errors += generate_problems(self.generate)
         _report(errors)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -232,7 +232,9 @@ def decode_bucketed(
     features: str = "device",
     fold: bool = True,
     progress: bool = True,
-) -> list[dict[str, Any]]:
+    indices: Sequence[int] | None = None,
+    on_batch: Callable[[list[int], list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any] | None]:
     """Decode a dataset in length buckets; returns one record per entry in manifest order.
 
     Args:
@@ -248,10 +250,13 @@ def decode_bucketed(
             own per-clip features (bit-identical to ``decode_dataset``'s input).
         fold: fold a binary, batch-uniform mask into the weights instead of running hooks.
         progress: show a tqdm bar.
+        indices: decode only these entries (the rest of an interrupted run); the others stay None.
+        on_batch: called after each bucket with its dataset indices and records (evaluate keeps them in
+            ``<output>.partial``).
 
     Returns:
         ``[{"id", "ground_truth", "output", "task"}]`` in dataset order, outputs post-processed as the
-        official.
+        official (None for entries left out by ``indices``).
 
     Raises:
         ValueError: an unknown ``features`` value or a ``prompts`` list of the wrong length.
@@ -264,6 +269,9 @@ def decode_bucketed(
     if mask_logits is not None:
         head_weights = binarize(mask_logits, prob_threshold)
     buckets = length_buckets(entry_durations(dataset), batch_size)
+    if indices is not None:
+        wanted = set(indices)
+        buckets = [kept for kept in ([i for i in bucket if i in wanted] for bucket in buckets) if kept]
     if features == "device":
         loader = DataLoader(
             WaveformDataset(dataset),
@@ -285,23 +293,29 @@ def decode_bucketed(
     default_prompt = model.prompt_for(instruction)
     records: list[dict[str, Any] | None] = [None] * len(dataset)
     bar = tqdm(
-        total=len(dataset), desc="decoding (bucketed)", disable=not progress, leave=False, dynamic_ncols=True
+        total=sum(map(len, buckets)),
+        desc="decoding (bucketed)",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
     )
     try:
         with context, torch.inference_mode():
-            for indices, samples in zip(buckets, loader, strict=True):
+            for batch_indices, samples in zip(buckets, loader, strict=True):
                 if features == "device":
                     samples["spectrogram"] = whisper_features_batched(
                         samples["raw_wav"], dataset.wav_processor, model.device
                     )
                 batch_prompts = (
-                    [prompts[i] for i in indices] if prompts is not None else [default_prompt] * len(indices)
+                    [prompts[i] for i in batch_indices]
+                    if prompts is not None
+                    else [default_prompt] * len(batch_indices)
                 )
                 answers = model.generate(
                     samples, generate_cfg, prompts=batch_prompts, head_weights=hook_weights
                 )
                 for index, sample_id, text, task, answer in zip(
-                    indices, samples["id"], samples["text"], samples["task"], answers, strict=True
+                    batch_indices, samples["id"], samples["text"], samples["task"], answers, strict=True
                 ):
                     records[index] = {
                         "id": sample_id,
@@ -309,7 +323,9 @@ def decode_bucketed(
                         "output": postprocess(answer),
                         "task": task,
                     }
-                bar.update(len(indices))
+                if on_batch is not None:
+                    on_batch(list(batch_indices), [records[i] for i in batch_indices])
+                bar.update(len(batch_indices))
     finally:
         bar.close()
-    return records  # every slot is filled: the buckets cover each index exactly once
+    return records  # without `indices` every slot is filled: the buckets cover each index exactly once

@@ -6,12 +6,17 @@ stripped, newlines become spaces and a trailing ``</s>`` is removed; the file is
 ``{"prompt": ..., "prediction": [{"id", "ground_truth", "output"}]}``. Added: the file is written atomically,
 ``shuffle_mask`` is seeded, every sample decodes to its own EOS, and ``torchrun`` shards the manifest over
 ranks with rank 0 merging in manifest order.
+
+Nothing is lost: every input is checked before the model loads (:mod:`ahamask.preflight`), the output is
+locked for the run, each decoded batch is kept in ``<output>.partial`` that a re-run continues from, and an
+output written by someone else meanwhile is not replaced (:mod:`ahamask.evaluation.output`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -25,12 +30,23 @@ from ..masking.checkpoint import load_mask, resolve_mask_path
 from ..masking.fold import fold_head_mask
 from ..masking.mask import binarize, mask_stats, shuffle_mask
 from ..utils import distributed as dist_utils
-from ..utils.io import atomic_write_json
 from ..utils.logging import log_rank_zero
+from .output import OutputGuard, decode_fingerprint
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["postprocess", "decode_dataset", "prepare_mask", "prepare_config_mask", "evaluate"]
+__all__ = [
+    "DecodeInterrupted",
+    "postprocess",
+    "decode_dataset",
+    "prepare_mask",
+    "prepare_config_mask",
+    "evaluate",
+]
+
+
+class DecodeInterrupted(KeyboardInterrupt):
+    """Ctrl-C during decoding; the message says how many entries were kept and where."""
 
 
 def postprocess(answer: str) -> str:
@@ -96,6 +112,7 @@ def decode_dataset(
     indices: Sequence[int] | None = None,
     progress: bool = True,
     speech_embeds: torch.Tensor | None = None,
+    on_batch: Callable[[list[int], list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Decode (a subset of) a dataset; returns one record per entry in dataset order.
 
@@ -111,6 +128,8 @@ def decode_dataset(
         progress: show a tqdm bar.
         speech_embeds: [len(indices or dataset), N, D] precomputed speech embeddings (the sweep reuses them:
             they do not depend on the prompt).
+        on_batch: called after each batch with its dataset indices and records (evaluate keeps them in
+            ``<output>.partial``).
 
     Returns:
         ``[{"id", "ground_truth", "output", "task"}]``.
@@ -125,42 +144,91 @@ def decode_dataset(
     records: list[dict[str, Any]] = []
     bar = tqdm(total=len(order), desc="decoding", disable=not progress, leave=False, dynamic_ncols=True)
     start = 0
-    for samples in loader:
-        n = len(samples["id"])
-        batch_prompts = list(prompts[start : start + n]) if prompts is not None else [default_prompt] * n
-        embeds = speech_embeds[start : start + n] if speech_embeds is not None else None
-        answers = model.generate(
-            samples, generate_cfg, prompts=batch_prompts, head_weights=head_weights, speech_embeds=embeds
-        )
-        for i, answer in enumerate(answers):
-            records.append(
-                {
-                    "id": samples["id"][i],
-                    "ground_truth": samples["text"][i],
-                    "output": postprocess(answer),
-                    "task": samples["task"][i],
-                }
+    try:
+        for samples in loader:
+            n = len(samples["id"])
+            batch_prompts = list(prompts[start : start + n]) if prompts is not None else [default_prompt] * n
+            embeds = speech_embeds[start : start + n] if speech_embeds is not None else None
+            answers = model.generate(
+                samples, generate_cfg, prompts=batch_prompts, head_weights=head_weights, speech_embeds=embeds
             )
-        start += n
-        bar.update(n)
-    bar.close()
+            for i, answer in enumerate(answers):
+                records.append(
+                    {
+                        "id": samples["id"][i],
+                        "ground_truth": samples["text"][i],
+                        "output": postprocess(answer),
+                        "task": samples["task"][i],
+                    }
+                )
+            if on_batch is not None:
+                on_batch(order[start : start + n], records[start : start + n])
+            start += n
+            bar.update(n)
+    finally:
+        bar.close()  # also on an error, so the error line is not drawn over the bar
     return records
 
 
-def evaluate(cfg: DecodeConfig, device: str | None = None) -> Path:
+def evaluate(
+    cfg: DecodeConfig,
+    device: str | None = None,
+    *,
+    check_inputs: bool = True,
+    config_path: str | os.PathLike | None = None,
+) -> Path:
     """Decode ``cfg.test_data_path`` and write the official prediction JSON to ``cfg.output_path``.
 
     Under ``torchrun`` each rank decodes a strided shard; rank 0 merges in manifest order and writes.
+    Decoded batches are kept in ``<output>.partial``; calling it again after a failure or Ctrl-C decodes
+    only the entries that are missing (same settings required; see :mod:`ahamask.evaluation.output`).
+
+    Args:
+        cfg: the decode config.
+        device: overrides ``cfg.device``.
+        check_inputs: run :func:`ahamask.preflight.check_decode_inputs` first (``evaluate.py`` already has).
+        config_path: the YAML ``cfg`` came from, which the output must not overwrite.
 
     Returns:
         The output path.
-    """
-    from ..data.dataset import SALMONNDataset
-    from ..models.salmonn import SALMONN
 
+    Raises:
+        PreflightError: an input or the output location is unusable (before the model loads).
+        OutputBusyError: another run is writing the same output (before the model loads).
+        PartialMismatchError: ``<output>.partial`` comes from a run with other settings.
+        OutputChangedError: someone else wrote the output meanwhile; it was not replaced.
+        DecodeInterrupted: Ctrl-C while decoding (what was decoded is kept).
+    """
+    if check_inputs:
+        from ..preflight import check_decode_inputs
+
+        check_decode_inputs(cfg, config_path)
     spec = device or cfg.device
     # Sharded whenever launched as several processes (torchrun or srun), single otherwise.
     info = dist_utils.setup_processes(True, spec)
+    guard = OutputGuard(Path(cfg.output_path), decode_fingerprint(cfg), info.rank, info.world_size)
+    try:
+        if info.is_main:
+            guard.acquire()  # a second run on the same output stops here, before loading anything
+        done = guard.load_done()
+        if info.world_size > 1:
+            dist_utils.barrier()  # every rank has read the old partial files before any rank appends
+        output = _decode_and_write(cfg, info, guard, done)
+    finally:
+        guard.close()
+        if info.is_main:
+            guard.release()
+    if info.world_size > 1:
+        dist_utils.barrier()
+        dist_utils.cleanup()
+    return output
+
+
+def _decode_and_write(cfg: DecodeConfig, info: Any, guard: OutputGuard, done: dict[int, Any]) -> Path:
+    """The body of :func:`evaluate` once the output is locked: load, decode what is missing, write."""
+    from ..data.dataset import SALMONNDataset
+    from ..models.salmonn import SALMONN
+
     mask_path = cfg.model.weight_mask_path
     if mask_path:
         # A bare released name resolves here, and a bad one fails before minutes of model loading.
@@ -180,43 +248,86 @@ def evaluate(cfg: DecodeConfig, device: str | None = None) -> Path:
         log_rank_zero(logger, "no mask: the official model with the instruction %r", cfg.prompt)
     dataset = SALMONNDataset(cfg.test_data_path, cfg.model.whisper_path)
     shard = dist_utils.shard_indices(len(dataset), info.rank, info.world_size)
+    records = {i: done[i] for i in shard if i in done}
+    todo = [i for i in shard if i not in records]
+    if records:
+        log_rank_zero(
+            logger,
+            "continuing from %s: %d of %d entries already decoded",
+            guard.partial_path,
+            len(records),
+            len(shard),
+        )
+    guard.open()
+
+    def keep(indices: list[int], batch: list[dict[str, Any]]) -> None:
+        guard.append(indices, batch)
+        records.update(zip(indices, batch, strict=True))
+
+    try:
+        if todo:
+            _decode(cfg, info, model, dataset, head_weights, todo, keep)
+    except KeyboardInterrupt:
+        raise DecodeInterrupted(_kept_note(guard, len(shard))) from None
+    except BaseException as exc:
+        if guard.kept:
+            exc.add_note(_kept_note(guard, len(shard)))
+        raise
+    ordered = [records[i] for i in shard]
+    if info.world_size > 1:
+        ordered = dist_utils.merge_shards(dist_utils.all_gather_object(ordered))
+    output = Path(cfg.output_path)
+    if info.is_main:
+        result = {
+            "prompt": cfg.prompt,
+            "prediction": [{k: r[k] for k in ("id", "ground_truth", "output")} for r in ordered],
+        }
+        guard.finish(result)
+        # DEBUG: evaluate.py prints the official "Successfully written file to ..." line; once is enough.
+        log_rank_zero(logger, "wrote %d predictions to %s", len(ordered), output, level=logging.DEBUG)
+    return output
+
+
+def _kept_note(guard: OutputGuard, total: int) -> str:
+    """Where the decoded entries are, for the one line a late failure or Ctrl-C ends with."""
+    if not guard.kept:
+        return "no entry was decoded yet"
+    return (
+        f"kept {guard.kept} of {total} decoded entries in {guard.partial_path}; "
+        "run the same command again to continue from there"
+    )
+
+
+def _decode(
+    cfg: DecodeConfig,
+    info: Any,
+    model: Any,
+    dataset: Any,
+    head_weights: torch.Tensor | None,
+    todo: list[int],
+    keep: Callable[[list[int], list[dict[str, Any]]], None],
+) -> None:
+    """Decode the entries ``todo`` (in manifest order, or length-bucketed), handing each batch to ``keep``."""
     common = dict(
         generate_cfg=cfg.generate,
         instruction=cfg.prompt,
         batch_size=cfg.batch_size_eval,
         num_workers=cfg.num_workers,
         progress=info.is_main,
+        on_batch=keep,
+        indices=todo,
     )
     fold = head_weights is not None and cfg.mask_application == "fold"
     if cfg.bucket_by_length and info.world_size == 1:
         from .bucketing import decode_bucketed
 
-        records = decode_bucketed(model, dataset, head_weights=head_weights, fold=fold, **common)
-    else:
-        if cfg.bucket_by_length:
-            log_rank_zero(
-                logger, "bucket_by_length applies to single-process runs; decoding in manifest order"
-            )
-        # Folding the binary mask into o_proj makes masked decoding cost the same as unmasked decoding.
-        context = (
-            fold_head_mask(model, head_weights, apply_ffn=cfg.model.apply_ffn_mask) if fold else nullcontext()
-        )
-        with context:
-            records = decode_dataset(
-                model, dataset, head_weights=None if fold else head_weights, indices=shard, **common
-            )
-    if info.world_size > 1:
-        records = dist_utils.merge_shards(dist_utils.all_gather_object(records))
-    output = Path(cfg.output_path)
-    if info.is_main:
-        result = {
-            "prompt": cfg.prompt,
-            "prediction": [{k: r[k] for k in ("id", "ground_truth", "output")} for r in records],
-        }
-        atomic_write_json(result, output, indent=4)
-        # DEBUG: evaluate.py prints the official "Successfully written file to ..." line; once is enough.
-        log_rank_zero(logger, "wrote %d predictions to %s", len(records), output, level=logging.DEBUG)
-    if info.world_size > 1:
-        dist_utils.barrier()
-        dist_utils.cleanup()
-    return output
+        decode_bucketed(model, dataset, head_weights=head_weights, fold=fold, **common)
+        return
+    if cfg.bucket_by_length:
+        log_rank_zero(logger, "bucket_by_length applies to single-process runs; decoding in manifest order")
+    # Folding the binary mask into o_proj makes masked decoding cost the same as unmasked decoding.
+    context = (
+        fold_head_mask(model, head_weights, apply_ffn=cfg.model.apply_ffn_mask) if fold else nullcontext()
+    )
+    with context:
+        decode_dataset(model, dataset, head_weights=None if fold else head_weights, **common)

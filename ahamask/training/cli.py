@@ -1,29 +1,49 @@
-"""The body of ``train.py``: load the config, set up logging, train, and turn known errors into one line."""
+"""The body of ``train.py``: check the whole input, then train; every error ends as one line.
+
+Order matters for the user's time: the config is checked first (no torch yet, well under a second), then
+every file the run reads and the folders it writes (:mod:`ahamask.preflight`), and only then are torch,
+transformers and the model loaded. Errors go through :func:`ahamask.utils.errors.run_cli`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import sys
 from collections.abc import Sequence
 
-from ..config import ConfigError, load_train_config
+from ..config import load_train_config
+from ..utils.errors import run_cli
 from ..utils.logging import setup_logging
 
+logger = logging.getLogger(__name__)
 
-def main(args: argparse.Namespace) -> None:
-    """Run training from parsed ``train.py`` arguments; exits with a one-line message on bad input."""
-    from ..data.manifest import ManifestError
-    from .trainer import NonFiniteLossError, train
 
+def main(args: argparse.Namespace) -> int:
+    """Run training from parsed ``train.py`` arguments.
+
+    Returns:
+        The exit code: 0, 2 for a config error, 1 for an unusable input or a failed run, 130 on Ctrl-C
+        (each with one line on stderr; ``--debug`` or ``AHAMASK_DEBUG=1`` shows the traceback instead).
+    """
+    return run_cli(lambda: _train(args), debug=getattr(args, "debug", False))
+
+
+def _train(args: argparse.Namespace) -> int:
     # Before the process group exists, the launcher's environment tells the rank.
-    setup_logging(rank=int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))))
-    try:
-        cfg = load_train_config(args.cfg_path, args.options)
-        out = train(cfg, resume=args.resume)
-    except (ConfigError, ManifestError, FileNotFoundError, NonFiniteLossError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
-    print(f"mask checkpoints written to {out}")
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    setup_logging(rank=rank)
+    cfg = load_train_config(args.cfg_path, args.options)
+    from ..preflight import check_train_inputs
+
+    check_train_inputs(cfg)
+    logger.debug("inputs checked: loading torch and the model")
+    from .trainer import train  # torch and transformers load only now
+
+    out = train(cfg, resume=args.resume)
+    if rank == 0:
+        print(f"mask checkpoints written to {out}")
+    return 0
 
 
 DESCRIPTION = """Train an AHAMask head mask: train.py -c configs/config.yaml [--options key=value ...] [--resume CKPT].
@@ -41,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--options", nargs="+", default=[], help="overrides: key=value or alternating key value"
     )
     parser.add_argument("--resume", default=None, help="checkpoint to continue from")
+    parser.add_argument(
+        "--debug", action="store_true", help="on an error, show the full traceback (or set AHAMASK_DEBUG=1)"
+    )
     return parser
 
 
@@ -48,7 +71,6 @@ def entry(argv: Sequence[str] | None = None) -> int:
     """The ``ahamask-train`` console command: parse ``argv`` (default: the process arguments) and train.
 
     Returns:
-        The exit code (0; bad input exits with a one-line message from :func:`main`).
+        The exit code of :func:`main`.
     """
-    main(build_parser().parse_args(argv))
-    return 0
+    return main(build_parser().parse_args(argv))
