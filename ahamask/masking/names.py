@@ -71,7 +71,16 @@ def resolve_mask_path(spec: str | os.PathLike, key: str = "") -> Path:
     if path.is_dir():
         found = _mask_in_folder(path)
         if found is None:
-            raise MaskFileError(f"{prefix}{path}: folder holds neither {MASK_FILE_NAME} nor {RELEASE_FILE}")
+            # A run folder from before the folder form: point at its epoch checkpoints.
+            others = sorted(p.name for p in path.glob("*.pth"))
+            hint = (
+                f"; it has {', '.join(others[:4])}{' ...' if len(others) > 4 else ''}: name one"
+                if others
+                else ""
+            )
+            raise MaskFileError(
+                f"{prefix}{path}: folder holds neither {MASK_FILE_NAME} nor {RELEASE_FILE}{hint}"
+            )
         return found
     if path.exists() or not _is_bare_name(text):
         return path

@@ -215,3 +215,11 @@ def test_a_decode_config_names_a_released_mask(imported, tiny_bundle):
         PreflightError, match=r"model.weight_mask_path: gender_librispeec: .*known names: aac_audiocaps"
     ):
         check_decode_inputs(cfg)
+
+
+def test_a_folder_without_a_mask_file_points_at_its_checkpoints(tmp_path):
+    torch.save({"model": {"tensor": torch.zeros(10)}}, tmp_path / "checkpoint_0.pth")
+    with pytest.raises(
+        MaskFileError, match=r"neither mask.safetensors nor checkpoint.pth; it has checkpoint_0.pth"
+    ):
+        load_mask(tmp_path)
