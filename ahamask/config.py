@@ -239,7 +239,10 @@ class RunConfig:
     keep_last_checkpoints: int = 0
     mask_init_mean: float = 4.0
     mask_init_std: float = 0.02
-    cache_speech_embeds: bool = False
+    # On by default: mask training freezes everything before the LLM, so each clip is encoded once and later
+    # epochs reuse its embeddings (identical mask; about 0.9 MB per clip for SALMONN-13B in fp16, held in
+    # memory: set false, or speech_cache_dir, for very large training sets).
+    cache_speech_embeds: bool = True
     # With cache_speech_embeds: also keep the embeddings on disk here, reused by later runs on the same
     # audio and model (entries are keyed by audio content and a fingerprint of the frozen front end).
     speech_cache_dir: str = ""
@@ -346,6 +349,10 @@ class DecodeConfig:
     # Decode in length-sorted batches with batched Whisper features (single process; same answers without
     # BEATs, whose features depend on the batch padding).
     bucket_by_length: bool = False
+    # Keep the speech embeddings on disk here (keyed by audio content and the front end's weights): a later
+    # evaluate.py or instruction sweep on the same audio and model skips the encoders (e.g. ten masks, one
+    # test set: it is encoded once). "" keeps nothing.
+    speech_cache_dir: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 

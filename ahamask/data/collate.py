@@ -21,8 +21,9 @@ def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             text, task, Q and id strings.
 
     Returns:
-        dict with spectrogram [batch, n_mels, frames] float32, raw_wav [batch, max_time] float32,
-        padding_mask [batch, max_time] bool (True where padded), and lists text, task, Q, id.
+        dict with spectrogram [batch, n_mels, frames] float32 (None when the samples carry none), raw_wav
+        [batch, max_time] float32, padding_mask [batch, max_time] bool (True where padded), and lists text,
+        task, Q, id.
 
     Raises:
         ValueError: No samples, a sample lacks a key, or the spectrogram shapes differ.
@@ -44,12 +45,18 @@ def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         missing = [key for key in SAMPLE_KEYS if key not in sample]
         if missing:
             raise ValueError(f"collate: sample {position} lacks keys {missing}")
-    shapes = {tuple(sample["spectrogram"].shape) for sample in samples}
-    if len(shapes) > 1:
-        detail = ", ".join(f"{s['id']}: {tuple(s['spectrogram'].shape)}" for s in samples)
-        raise ValueError(f"collate: spectrograms differ in shape ({detail}); use one feature extractor")
-
-    spectrogram = torch.stack([torch.as_tensor(s["spectrogram"], dtype=torch.float32) for s in samples])
+    # A dataset with features="device" leaves the spectrogram out (None): the model computes the features
+    # of the whole batch on its device (SALMONN.encode_speech), so the batch carries None too.
+    absent = [sample["spectrogram"] is None for sample in samples]
+    if any(absent) and not all(absent):
+        raise ValueError("collate: some samples have a spectrogram and some do not; use one dataset")
+    spectrogram = None
+    if not any(absent):
+        shapes = {tuple(sample["spectrogram"].shape) for sample in samples}
+        if len(shapes) > 1:
+            detail = ", ".join(f"{s['id']}: {tuple(s['spectrogram'].shape)}" for s in samples)
+            raise ValueError(f"collate: spectrograms differ in shape ({detail}); use one feature extractor")
+        spectrogram = torch.stack([torch.as_tensor(s["spectrogram"], dtype=torch.float32) for s in samples])
     waves = [torch.from_numpy(np.asarray(s["raw_wav"], dtype=np.float32)) for s in samples]
     lengths = torch.tensor([len(w) for w in waves])
     raw_wav = pad_sequence(waves, batch_first=True, padding_value=0.0)

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -42,6 +41,7 @@ from ..data.audio import (
 from ..data.manifest import ManifestError, ManifestIssue, describe_audio_error
 from ..masking.fold import fold_head_mask
 from ..masking.mask import binarize
+from ..models.frontend import whisper_features_batched  # re-exported: it moved to models/frontend.py
 from .evaluator import postprocess
 
 logger = logging.getLogger(__name__)
@@ -164,49 +164,6 @@ def collate_waveforms(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         lengths=lengths,
     )
     return batch
-
-
-def whisper_features_batched(
-    raw_wav: torch.Tensor, feature_extractor: Any, device: torch.device | str | None = None
-) -> torch.Tensor:
-    """Whisper log-mel features of a batch in one call, on ``device``.
-
-    The computation is that of transformers' ``WhisperFeatureExtractor`` torch path (zero-pad to the chunk,
-    STFT with a Hann window, drop the last frame, power -> mel -> log10, floor at the clip's maximum - 8,
-    ``(x + 4) / 4``); it is written out here because that extractor pads in numpy and returns numpy on the
-    CPU, which would copy every batch off the device and back.
-
-    Args:
-        raw_wav: [batch, time] float waveforms at 16 kHz, zero-padded on the right (time <= the chunk).
-        feature_extractor: the checkpoint's ``WhisperFeatureExtractor`` (mel filters, n_fft, hop, chunk).
-        device: where to compute; the waveforms' device by default.
-
-    Returns:
-        [batch, n_mels, chunk_frames] float32, e.g. [batch, 80, 3000] for 30 s; equal to the per-clip
-        extractor's output to float rounding (about 1e-6).
-
-    Raises:
-        ValueError: the extractor dithers (random; not reproducible batched) or the clips exceed the chunk.
-    """
-    if getattr(feature_extractor, "dither", 0.0):
-        raise ValueError(
-            "whisper_features_batched: the feature extractor dithers; use the per-clip dataset path"
-        )
-    n_samples = int(feature_extractor.n_samples)
-    if raw_wav.shape[1] > n_samples:
-        raise ValueError(
-            f"whisper_features_batched: {raw_wav.shape[1]} samples exceed the {n_samples}-sample chunk"
-        )
-    device = torch.device(device) if device is not None else raw_wav.device
-    wav = F.pad(raw_wav.to(device, torch.float32), (0, n_samples - raw_wav.shape[1]))
-    n_fft, hop = int(feature_extractor.n_fft), int(feature_extractor.hop_length)
-    window = torch.hann_window(n_fft, device=device)
-    stft = torch.stft(wav, n_fft, hop, window=window, return_complex=True)
-    power = (stft[..., :-1].abs() ** 2).contiguous()  # contiguous: the strided view makes the matmul slow
-    mel_filters = torch.as_tensor(feature_extractor.mel_filters, dtype=torch.float32, device=device)
-    log_spec = torch.clamp(mel_filters.T @ power, min=1e-10).log10()  # [batch, n_mels, frames]
-    peak = log_spec.amax(dim=(1, 2), keepdim=True)  # per clip, as the extractor does clip by clip
-    return (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
 
 
 def _batch_uniform_binary(weights: torch.Tensor | None) -> bool:

@@ -7,7 +7,11 @@ summarised over variants (mean, standard deviation, min, max). Each given mask i
 instruction-free prompt, as masks are used, and reported beside the summary for comparison.
 
 The model is loaded once and the speech embeddings of the manifest are computed once: they come from the
-audio encoders and the Q-Former only, which never see the prompt, so every variant reuses them.
+audio encoders and the Q-Former only, which never see the prompt or the mask, so every one of the N
+conditions (instructions and masks) reuses them: each clip is encoded once, however large N is (tested by
+counting encoder calls). They go through the shared :class:`~ahamask.models.speech_cache.SpeechEmbeddingCache`
+when one is given, so with ``speech_cache_dir`` a later sweep or ``evaluate.py`` run on the same audio and
+model encodes nothing at all.
 """
 
 from __future__ import annotations
@@ -113,7 +117,13 @@ def load_instructions(path: str | os.PathLike) -> list[str]:
 
 
 @torch.no_grad()
-def encode_dataset(model: Any, dataset: Dataset, batch_size: int = 4, num_workers: int = 0) -> torch.Tensor:
+def encode_dataset(
+    model: Any,
+    dataset: Dataset,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    speech_cache: Any | None = None,
+) -> torch.Tensor:
     """Speech embeddings of every entry, in dataset order, batched as :func:`decode_dataset` batches.
 
     The batching matters with BEATs, whose features depend on the batch's padding: with the same batch
@@ -121,7 +131,9 @@ def encode_dataset(model: Any, dataset: Dataset, batch_size: int = 4, num_worker
 
     Args:
         model: a SALMONN.
-        dataset: a SALMONNDataset.
+        dataset: a SALMONNDataset (with ``features="device"`` the model computes the Whisper features).
+        batch_size, num_workers: DataLoader settings.
+        speech_cache: a :class:`~ahamask.models.speech_cache.SpeechEmbeddingCache` to read from and fill.
 
     Returns:
         [entries, speech_tokens, llm_hidden] on the model's device (about entries x 88 x 5120 values for
@@ -129,7 +141,9 @@ def encode_dataset(model: Any, dataset: Dataset, batch_size: int = 4, num_worker
     """
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=dataset.collater)
     chunks = [
-        model.encode_speech(batch["spectrogram"], batch.get("raw_wav"), batch.get("padding_mask"))
+        speech_cache.get_or_compute(batch)
+        if speech_cache is not None
+        else model.encode_speech(batch.get("spectrogram"), batch.get("raw_wav"), batch.get("padding_mask"))
         for batch in loader
     ]
     return torch.cat(chunks)
@@ -207,6 +221,7 @@ def run_sweep(
     prob_threshold: float = 0.5,
     seed: int | None = 42,
     progress: bool = False,
+    speech_cache: Any | None = None,
 ) -> dict[str, Any]:
     """Decode and score a dataset under each instruction (no mask) and each mask (no instruction).
 
@@ -222,6 +237,9 @@ def run_sweep(
         seed: reseed torch before each run, so sampled decoding draws the same noise for every variant
             (greedy and beam search do not use it); None leaves the RNG alone.
         progress: tqdm bars.
+        speech_cache: a :class:`~ahamask.models.speech_cache.SpeechEmbeddingCache` the embeddings come from
+            (shared with other sweeps and evaluations of the same model); None encodes them directly, still
+            once for all conditions.
 
     Returns:
         ``{"manifest", "n_entries", "task", "metric", "lower_is_better", "ids", "instructions": [run],
@@ -249,7 +267,7 @@ def run_sweep(
 
     # The speech embeddings do not depend on the prompt (encoders and Q-Former never see it), so they are
     # computed once here and passed to every decode instead of running the encoders once per variant.
-    speech_embeds = encode_dataset(model, dataset, batch_size, num_workers)
+    speech_embeds = encode_dataset(model, dataset, batch_size, num_workers, speech_cache)
     labels_only = _Metadata(annotation)
     # Instruction runs come first, then the masks: results[: len(instructions)] are the variants.
     runs: list[tuple[str, str | None, torch.Tensor | None]] = [(text, None, None) for text in instructions]
@@ -381,11 +399,16 @@ def instruction_sweep(
             cfg.model.weight_mask_path,
         )
     # The manifest is read before the model is loaded, so a bad manifest fails in a second, not after minutes.
-    dataset = SALMONNDataset(cfg.test_data_path, cfg.model.whisper_path)
+    # features="device": the model computes each batch's Whisper features in one call on its device.
+    dataset = SALMONNDataset(cfg.test_data_path, cfg.model.whisper_path, features="device")
     torch.manual_seed(cfg.seed)
     # The sweep runs in one process: launched as several it would decode everything N times.
     info = dist_utils.setup_processes(False, device or cfg.device, key=None)
-    model = SALMONN.from_config(cfg.model, device=info.device).eval()
+    model = SALMONN.from_config(cfg.model, device=info.device).eval().requires_grad_(False)
+    from ..models.speech_cache import SpeechEmbeddingCache
+
+    # Inference only, so the front end is frozen: its embeddings are cached (on disk with speech_cache_dir).
+    speech_cache = SpeechEmbeddingCache(model, directory=getattr(cfg, "speech_cache_dir", "") or None)
     # Mask files are binarised (and shuffled when the config asks for the random-mask ablation) exactly as
     # evaluate.py does, so a mask's figure here equals the one evaluate.py + score.py give.
     prepared = {str(p): prepare_config_mask(cfg, model, p) for p in masks}
@@ -401,6 +424,7 @@ def instruction_sweep(
         prob_threshold=cfg.prob_threshold,
         seed=cfg.seed,
         progress=True,
+        speech_cache=speech_cache,
     )
     generate = (
         dataclasses.asdict(cfg.generate) if dataclasses.is_dataclass(cfg.generate) else dict(cfg.generate)

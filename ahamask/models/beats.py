@@ -431,6 +431,22 @@ class BEATsTransformerEncoder(nn.Module):
         return x
 
 
+def _zero_padded_lengths(source: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """[batch] unpadded lengths when the batch is right-padded with zeros (collate's padding), else None.
+
+    With them the fbank skips the frames that read only padding (their values are known exactly); any other
+    padding (inner, non-zero) gets every frame computed, as the official does.
+    """
+    if padding_mask is None or not padding_mask.any():
+        return None
+    padding_mask = padding_mask.bool()
+    lengths = (~padding_mask).sum(dim=1)
+    right = torch.arange(source.shape[1], device=source.device).unsqueeze(0) >= lengths.unsqueeze(1)
+    if not torch.equal(right, padding_mask) or source.masked_select(padding_mask).any():
+        return None
+    return lengths
+
+
 def _reduce_padding_mask(padding_mask: torch.Tensor, length: int) -> torch.Tensor:
     """Shrink a [batch, n] padding mask to [batch, length], as the official ``forward_padding_mask``.
 
@@ -542,7 +558,12 @@ class BEATs(nn.Module):
                 f"BEATs.extract_features: padding_mask shape {tuple(padding_mask.shape)} != source shape "
                 f"{tuple(source.shape)}"
             )
-        fbank = beats_fbank(source, fbank_mean=fbank_mean, fbank_std=fbank_std)  # [batch, frames, 128] fp32
+        fbank = beats_fbank(  # [batch, frames, 128] fp32
+            source,
+            fbank_mean=fbank_mean,
+            fbank_std=fbank_std,
+            lengths=_zero_padded_lengths(source, padding_mask),
+        )
         if fbank.shape[1] < self.input_patch_size:
             raise ValueError(
                 f"BEATs.extract_features: {source.shape[1]} samples give {fbank.shape[1]} fbank frames, fewer "

@@ -149,6 +149,7 @@ def kaldi_fbank(
     low_freq: float = 20.0,
     high_freq: float = 0.0,
     dtype: torch.dtype = torch.float64,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-mel filterbank of a batch of waveforms with Kaldi's (and torchaudio's) fbank defaults.
 
@@ -169,6 +170,9 @@ def kaldi_fbank(
         high_freq: Upper edge in Hz; ``<= 0`` means Nyquist plus this value.
         dtype: Floating dtype the whole computation runs in (float64 by default, as the official pipeline
             feeds float64 audio to torchaudio).
+        lengths: [batch] number of leading samples of each row that are not padding, with the rest of the row
+            zeros (a right-padded batch). Frames that lie wholly in the zeros are not computed: all-zero
+            frames give exactly ``log(eps)`` in every bin, which is filled in instead. None: compute all.
 
     Returns:
         [batch, frames, num_mel_bins] log mel energies in ``dtype`` on the waveform's device, with
@@ -203,6 +207,14 @@ def kaldi_fbank(
         wav = waveform.to(dtype)
         # [batch, frames, window]: a strided view, no copy until the first arithmetic op.
         frames = wav.unfold(1, window_size, window_shift)
+        out_shape = (*frames.shape[:2], num_mel_bins)
+        valid = None
+        if lengths is not None:
+            # Frames starting at or after a row's length read only its zero padding: skip them (the BEATs
+            # batch of a long and a short clip is mostly padding for the short one).
+            starts = torch.arange(frames.shape[1], device=device) * window_shift
+            valid = starts.unsqueeze(0) < lengths.to(device).unsqueeze(1)  # [batch, frames]
+            frames = frames[valid]  # [valid frames, window]
         frames = frames - frames.mean(dim=-1, keepdim=True)
         if preemphasis != 0.0:
             previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
@@ -213,13 +225,21 @@ def kaldi_fbank(
         spectrum = torch.fft.rfft(frames, n=padded_size).abs().pow(2.0)
         banks = kaldi_mel_banks(num_mel_bins, padded_size, sample_frequency, low_freq, high_freq)
         mel_energies = spectrum @ banks.to(device=device, dtype=dtype).T
-        return mel_energies.clamp_min(_LOG_FLOOR).log()
+        log_mel = mel_energies.clamp_min(_LOG_FLOOR).log()
+        if valid is None:
+            return log_mel
+        # An all-zero frame has zero energy in every bin: log of the floor, computed the same way.
+        floor = torch.zeros((), dtype=dtype, device=device).clamp_min(_LOG_FLOOR).log()
+        out = floor.expand(out_shape).clone()
+        out[valid] = log_mel
+        return out
 
 
 def beats_fbank(
     source: torch.Tensor,
     fbank_mean: float = BEATS_FBANK_MEAN,
     fbank_std: float = BEATS_FBANK_STD,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """BEATs' input features: normalised 128-bin Kaldi fbank of ``source * 2**15``.
 
@@ -233,6 +253,8 @@ def beats_fbank(
         source: [batch, samples] waveform in [-1, 1] at 16 kHz (batch-padded rows are fine).
         fbank_mean: Mean subtracted from the log-mel energies.
         fbank_std: Half the divisor of the normalisation (the official divides by ``2 * std``).
+        lengths: [batch] unpadded length of each right-zero-padded row: frames wholly in the padding are
+            filled in instead of computed (see :func:`kaldi_fbank`); None computes every frame.
 
     Returns:
         [batch, frames, 128] float32 on the source's device.
@@ -247,5 +269,5 @@ def beats_fbank(
     if not isinstance(source, torch.Tensor) or not source.is_floating_point():
         raise ValueError(f"beats_fbank: expected a float tensor [batch, samples], got {type(source).__name__}")
     fbank = kaldi_fbank(source.to(torch.float64) * 2**15, num_mel_bins=128, sample_frequency=16000.0,
-                        frame_length_ms=25.0, frame_shift_ms=10.0, dtype=torch.float64)
+                        frame_length_ms=25.0, frame_shift_ms=10.0, dtype=torch.float64, lengths=lengths)
     return ((fbank - fbank_mean) / (2 * fbank_std)).to(torch.float32)

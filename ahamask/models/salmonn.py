@@ -184,24 +184,59 @@ class SALMONN(nn.Module):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     # ------------------------------------------------------------------ speech side
+    @property
+    def whisper_feature_extractor(self) -> Any:
+        """The ``WhisperFeatureExtractor`` of ``model.whisper_path`` (loaded on first use, then kept).
+
+        Raises:
+            FileNotFoundError: ``model.whisper_path`` has no ``preprocessor_config.json``.
+        """
+        extractor = getattr(self, "_whisper_feature_extractor", None)
+        if extractor is None:
+            from ..data.audio import load_feature_extractor
+
+            extractor = self._whisper_feature_extractor = load_feature_extractor(self.cfg.whisper_path)
+        return extractor
+
+    def whisper_features(self, raw_wav: torch.Tensor) -> torch.Tensor:
+        """[batch, samples] zero-padded 16 kHz waveforms -> [batch, n_mels, frames] log-mel, on the device.
+
+        One batched call (:func:`ahamask.models.frontend.whisper_features_batched`) with the model's own
+        Whisper front end; equal to the dataset's per-clip features (bit for bit on the CPU).
+        """
+        from .frontend import whisper_features_batched
+
+        return whisper_features_batched(raw_wav, self.whisper_feature_extractor, self.device)
+
     def encode_speech(
         self,
-        spectrogram: torch.Tensor,
+        spectrogram: torch.Tensor | None,
         raw_wav: torch.Tensor | None = None,
         padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Audio -> LLM-space speech embeddings.
 
         Args:
-            spectrogram: [batch, n_mels, frames] Whisper log-mel features.
-            raw_wav: [batch, samples] waveform for BEATs (ignored without BEATs).
+            spectrogram: [batch, n_mels, frames] Whisper log-mel features, or None to compute them here from
+                ``raw_wav`` in one batched call on the model's device (a dataset built with
+                ``features="device"`` leaves them out).
+            raw_wav: [batch, samples] waveform for BEATs (ignored without BEATs), zero-padded on the right.
             padding_mask: [batch, samples] bool, True on padding (BEATs).
 
         Returns:
             [batch, windows * num_speech_query_token, llm_hidden].
+
+        Raises:
+            ValueError: BEATs is configured (or the spectrogram is None) and ``raw_wav`` is missing.
         """
         if self.beats is not None and raw_wav is None:
             raise ValueError("this SALMONN has BEATs (model.beats_path): pass raw_wav (and padding_mask) too")
+        if spectrogram is None:
+            if raw_wav is None:
+                raise ValueError(
+                    "encode_speech: give the Whisper spectrogram or the raw_wav to compute it from"
+                )
+            spectrogram = self.whisper_features(torch.as_tensor(raw_wav))
         frozen = self.cfg.freeze_whisper and (self.beats is None or self.cfg.freeze_beats)
         with self.maybe_autocast(), torch.no_grad() if frozen else contextlib.nullcontext():
             speech = self.speech_encoder(spectrogram.to(self.device)).last_hidden_state
