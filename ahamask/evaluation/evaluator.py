@@ -113,6 +113,7 @@ def decode_dataset(
     progress: bool = True,
     speech_embeds: torch.Tensor | None = None,
     on_batch: Callable[[list[int], list[dict[str, Any]]], None] | None = None,
+    speech_cache: Any | None = None,
 ) -> list[dict[str, Any]]:
     """Decode (a subset of) a dataset; returns one record per entry in dataset order.
 
@@ -130,6 +131,8 @@ def decode_dataset(
             they do not depend on the prompt).
         on_batch: called after each batch with its dataset indices and records (evaluate keeps them in
             ``<output>.partial``).
+        speech_cache: a :class:`~ahamask.models.speech_cache.SpeechEmbeddingCache`: each batch's embeddings
+            come from it (computed once per clip over every call that shares it: masks, instructions).
 
     Returns:
         ``[{"id", "ground_truth", "output", "task"}]``.
@@ -149,6 +152,8 @@ def decode_dataset(
             n = len(samples["id"])
             batch_prompts = list(prompts[start : start + n]) if prompts is not None else [default_prompt] * n
             embeds = speech_embeds[start : start + n] if speech_embeds is not None else None
+            if embeds is None and speech_cache is not None:
+                embeds = speech_cache.get_or_compute(samples)
             answers = model.generate(
                 samples, generate_cfg, prompts=batch_prompts, head_weights=head_weights, speech_embeds=embeds
             )
@@ -246,7 +251,8 @@ def _decode_and_write(cfg: DecodeConfig, info: Any, guard: OutputGuard, done: di
             )
     else:
         log_rank_zero(logger, "no mask: the official model with the instruction %r", cfg.prompt)
-    dataset = SALMONNDataset(cfg.test_data_path, cfg.model.whisper_path)
+    # features="device": each batch's Whisper features are computed in one call on the model's device.
+    dataset = SALMONNDataset(cfg.test_data_path, cfg.model.whisper_path, features="device")
     shard = dist_utils.shard_indices(len(dataset), info.rank, info.world_size)
     records = {i: done[i] for i in shard if i in done}
     todo = [i for i in shard if i not in records]
@@ -325,9 +331,17 @@ def _decode(
         return
     if cfg.bucket_by_length:
         log_rank_zero(logger, "bucket_by_length applies to single-process runs; decoding in manifest order")
+    speech_cache = None
+    if getattr(cfg, "speech_cache_dir", ""):
+        from ..models.speech_cache import SpeechEmbeddingCache
+
+        # Decoding trains nothing: freezing the front end lets its embeddings be kept for later runs.
+        speech_cache = SpeechEmbeddingCache(model.requires_grad_(False), directory=cfg.speech_cache_dir)
     # Folding the binary mask into o_proj makes masked decoding cost the same as unmasked decoding.
     context = (
         fold_head_mask(model, head_weights, apply_ffn=cfg.model.apply_ffn_mask) if fold else nullcontext()
     )
     with context:
-        decode_dataset(model, dataset, head_weights=None if fold else head_weights, **common)
+        decode_dataset(
+            model, dataset, head_weights=None if fold else head_weights, speech_cache=speech_cache, **common
+        )
