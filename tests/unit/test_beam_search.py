@@ -296,7 +296,13 @@ def test_official_row0_in_beam_mode_stops_one_step_after_sample_0_is_done(eos_mo
     assert row0.tolist() == expected
     assert row0.tolist() != per_sample.tolist()  # some later sample was cut
     assert _answer(row0[0].tolist()) == _answer(per_sample[0].tolist())  # sample 0 is not cut
-    # With a pad id that is not </s> (e.g. Vicuna's 0), the official rule never fires in beam mode.
+
+
+def test_official_row0_never_fires_in_beam_mode_when_the_pad_id_is_not_eos(eos_model):
+    # Vicuna's generation config has pad id 0: the official rule then never stops a beam search.
+    _, _, embeds, attention = _inputs(eos_model, 4, offset=1)
+    llm = eos_model.llama_model
+    kwargs = dict(num_beams=4, max_new_tokens=12, bos_token_id=BOS, eos_token_id=EOS)
     other = official_beam_search(llm, embeds, attention, pad_token_id=0, stop_row0=True, **kwargs)
     assert other.tolist() == official_beam_search(llm, embeds, attention, pad_token_id=0, **kwargs).tolist()
 
