@@ -9,7 +9,9 @@ forked ``modeling_llama.py``. Where this module departs from the official behavi
   longest, leaving pad tokens between prompt and target); identical when prompts have the same length,
   which is always the case for AHAMask's instruction-free prompt;
 * generation left-pads and lets every sample run to its own EOS (the official stops the whole batch when
-  row 0 ends), so the batch size never changes an answer;
+  row 0 ends), so the batch size never changes an answer; ``generate.stop_rule: official_row0`` keeps the
+  official rule and ``generate.beam_scoring: official`` transformers 4.28's beam scoring, for comparisons
+  (:mod:`ahamask.models.beam_search`);
 * the ``[PAD]`` row added to the embeddings is the mean of the existing rows, not random at every load;
 * it runs on CPU in float32 (the official hard-codes CUDA and fp16).
 """
