@@ -96,9 +96,6 @@ def _input_dir(key: str, value: str | None, what: str, need: Iterable[str] = ())
 
 def _creatable(key: str, folder: Path) -> str | None:
     """Why ``folder`` cannot be created or written in, judged from its nearest existing ancestor."""
-    for part in folder.parts:
-        if len(part.encode()) > _NAME_MAX:
-            return f"{key}: the folder name {part[:40]}... is longer than {_NAME_MAX} bytes"
     ancestor = folder
     while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -138,6 +135,12 @@ def output_file_problem(
         return f"{key}: empty; expected the path of a file to write (e.g. exp/pred.json)"
     text = str(value)
     path = Path(text).expanduser()
+    # The run also writes <name>.partial and <name>.lock beside the output; checked first, as the file
+    # system refuses to even look up a name that is too long.
+    if len(path.name.encode()) + len(".partial") > _NAME_MAX:
+        return f"{key}: the file name {path.name[:40]}... is too long (at most {_NAME_MAX - 8} bytes)"
+    if any(len(part.encode()) > _NAME_MAX for part in path.parent.parts):
+        return f"{key}: {text[:60]}... has a folder name longer than {_NAME_MAX} bytes"
     if path.is_dir() or text.endswith(("/", os.sep)):
         return f"{key}: {text} is a directory; expected a file path inside it (e.g. {text.rstrip('/')}/pred.json)"
     for input_key, input_path in (inputs or {}).items():
@@ -148,9 +151,6 @@ def output_file_problem(
         return f"{key}: {text} is an audio file of the manifest; writing there would destroy it"
     if os.path.lexists(path) and not path.is_file():
         return f"{key}: {text} exists and is not a regular file"
-    # The run also writes <name>.partial and <name>.lock beside the output.
-    if len(path.name.encode()) + len(".partial") > _NAME_MAX:
-        return f"{key}: the file name {path.name[:40]}... is too long"
     return _creatable(key, path.parent)
 
 
@@ -159,6 +159,8 @@ def output_dir_problem(key: str, value: str | None) -> str | None:
     if not value or not str(value).strip():
         return f"{key}: empty; expected a folder to write in"
     path = Path(value).expanduser()
+    if any(len(part.encode()) > _NAME_MAX for part in path.parts):
+        return f"{key}: {str(value)[:60]}... has a folder name longer than {_NAME_MAX} bytes"
     if os.path.lexists(path) and not path.is_dir():
         return f"{key}: {value} is a file; expected a folder"
     return _creatable(key, path)
@@ -337,7 +339,8 @@ def _ckpt_problem(model: ModelConfig, hidden_size: int) -> str | None:
     unexpected = sorted(k for k in state if not str(k).startswith(_CKPT_PREFIXES))
     if unexpected:
         shown = ", ".join(map(str, unexpected[:5])) + (" ..." if len(unexpected) > 5 else "")
-        return f"{key}: {path} has {len(unexpected)} keys that are no SALMONN parameter: {shown}"
+        many = f"{len(unexpected)} keys that are" if len(unexpected) > 1 else "a key that is"
+        return f"{key}: {path} has {many} no SALMONN parameter: {shown}"
     not_tensors = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
     if not_tensors:
         return f"{key}: {path}: entries that are not tensors: {', '.join(not_tensors[:5])}"
@@ -433,6 +436,9 @@ def check_decode_inputs(cfg: DecodeConfig, config_path: str | os.PathLike | None
         "model.prompt_path": cfg.model.prompt_path,
     }
     problems.append(output_file_problem("output_path", cfg.output_path, inputs, audio))
+    cache_dir = getattr(cfg, "speech_cache_dir", "")
+    if cache_dir:
+        problems.append(output_dir_problem("speech_cache_dir", cache_dir))
     _raise(problems)
     _torch_checks(cfg.model, torch_files, mask)
 

@@ -244,16 +244,22 @@ class OutputGuard:
                         logger.warning("%s: line %d is unreadable and was skipped", path, number)
         return done
 
-    def open(self, done: Mapping[int, Any] | None = None) -> None:
-        """Open this rank's partial file for appending (writing the header when it is new)."""
-        fresh = not self.partial_path.exists() or self.partial_path.stat().st_size == 0
+    def open(self) -> None:
+        """Open this rank's partial file for appending (writing the header when it is new).
+
+        A line cut short by a crash is dropped first, so the next record starts on a line of its own.
+        """
+        data = self.partial_path.read_bytes() if self.partial_path.exists() else b""
+        if data and not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]
+            with open(self.partial_path, "r+b") as handle:
+                handle.truncate(len(data))
         self._handle = open(self.partial_path, "a", encoding="utf-8")
-        if fresh:
-            self._handle.write(
-                json.dumps({"ahamask_partial": PARTIAL_FORMAT, "fingerprint": self.fingerprint}) + "\n"
-            )
+        if not data:
+            header = {"ahamask_partial": PARTIAL_FORMAT, "fingerprint": self.fingerprint}
+            self._handle.write(json.dumps(header) + "\n")
             self._flush()
-        self.kept = sum(1 for _ in self.partial_path.open(encoding="utf-8")) - 1
+        self.kept = max(data.count(b"\n") - 1, 0)
 
     def _flush(self) -> None:
         assert self._handle is not None
