@@ -28,6 +28,7 @@ sample 0 is done, and every other sample keeps its best hypothesis so far.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -191,6 +192,15 @@ def official_beam_kwargs(kwargs: Mapping[str, Any], generation_config: Any) -> d
     }
 
 
+def _cache_argument(llm: nn.Module) -> str:
+    """The keyword the LM's forward takes its KV cache by: ``cache`` (transformers >= 5.2x) or ``past_key_values``.
+
+    An unknown keyword would be swallowed by ``**kwargs`` and the cache silently not used, hence the check.
+    """
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm  # a peft wrapper forwards **kwargs
+    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
+
 def _cached_step(
     llm: nn.Module,
     cache: DynamicCache,
@@ -206,7 +216,7 @@ def _cached_step(
         input_ids=input_ids,
         attention_mask=attention,
         position_ids=positions,
-        cache=cache,
+        **{_cache_argument(llm): cache},
         use_cache=True,
         logits_to_keep=1,  # as transformers' own generate: only the last position's logits are needed
         return_dict=True,
@@ -280,6 +290,10 @@ def official_beam_search(
     positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 1)
     cache = DynamicCache()
     logprobs = _cached_step(llm, cache, attention, positions, inputs_embeds=inputs_embeds)
+    if cache.get_seq_length() != inputs_embeds.shape[1]:
+        raise RuntimeError(
+            f"{type(llm).__name__} did not fill the KV cache; beam_scoring: official needs one"
+        )
     cache.batch_repeat_interleave(num_beams)
     logprobs = logprobs.repeat_interleave(num_beams, dim=0)
     attention = attention.repeat_interleave(num_beams, dim=0)
