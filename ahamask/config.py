@@ -344,8 +344,10 @@ class DecodeConfig:
     seed: int = 42
     # --- ahamask extensions ---
     # How a binary mask is applied while decoding: "fold" zeroes the masked heads' o_proj columns for the
-    # run (zero cost, identical outputs), "hooks" multiplies head outputs in forward pre-hooks.
-    mask_application: str = "fold"
+    # run (zero cost, identical outputs), "hooks" multiplies head outputs in forward pre-hooks, "prune"
+    # removes the masked heads, "auto" prunes where that measured faster than folding (sparse masks, see
+    # ahamask.evaluation.evaluator.choose_mask_application) and folds otherwise.
+    mask_application: str = "auto"
     # Decode in length-sorted batches with batched Whisper features (single process; same answers without
     # BEATs, whose features depend on the batch padding).
     bucket_by_length: bool = False
@@ -358,8 +360,8 @@ class DecodeConfig:
 
     def __post_init__(self) -> None:
         errors = []
-        if self.mask_application not in ("fold", "hooks"):
-            errors.append(f"mask_application: {self.mask_application!r} is not 'fold' or 'hooks'")
+        if self.mask_application not in ("auto", "fold", "hooks", "prune"):
+            errors.append(f"mask_application: {self.mask_application!r} is not auto, fold, hooks or prune")
         if not 0.0 < self.prob_threshold < 1.0:
             errors.append(f"prob_threshold: {self.prob_threshold} must be in (0, 1)")
         if self.batch_size_eval < 1:

@@ -42,6 +42,8 @@ __all__ = [
     "prepare_mask",
     "prepare_config_mask",
     "evaluate",
+    "choose_mask_application",
+    "PRUNE_MAX_DENSITY",
 ]
 
 
@@ -294,6 +296,57 @@ def _decode_and_write(cfg: DecodeConfig, info: Any, guard: OutputGuard, done: di
     return output
 
 
+#: ``mask_application: auto`` prunes a mask that keeps at most this share of the heads and folds any denser
+#: one (see :func:`choose_mask_application` for the measurements behind it).
+PRUNE_MAX_DENSITY = 0.8
+
+
+def choose_mask_application(
+    requested: str, head_weights: torch.Tensor | None, n_layers: int, n_heads: int
+) -> str | None:
+    """How to apply a decoding mask: ``"fold"``, ``"hooks"``, ``"prune"``, or None without a mask.
+
+    The rule of ``auto``: prune when the mask keeps at most :data:`PRUNE_MAX_DENSITY` (80%) of the heads, fold
+    otherwise. Folding costs nothing over the unmasked model (the masked heads are still computed, their
+    ``o_proj`` columns zeroed); pruning removes the masked heads' q/k/v rows and ``o_proj`` columns, which
+    saves work in proportion to the heads removed but leaves layers with odd head counts and a pruning pass
+    at start-up. Measured with ``scripts/bench_prune.py`` (one CPU thread, LLaMA 8 x 40 heads with the
+    released patterns, and the full decode of a small SALMONN bundle), pruning beat folding for the sparse
+    released masks (52%-79% of heads kept) and did not for the dense ones (82%-97%: asv, gender_asr, aac,
+    asr, osr, s2tt), so those are folded. Pruning also needs a binary mask shared by the whole batch (the
+    same condition as folding); a per-sample or soft mask falls back to hooks.
+
+    Args:
+        requested: ``mask_application`` from the config: ``auto``, ``fold``, ``hooks`` or ``prune``
+            (``fold`` and ``hooks`` are always honoured, so each path stays reachable).
+        head_weights: the 0/1 weights ``[L*(H+1)]`` (or ``[batch, L*(H+1)]``), or None.
+        n_layers, n_heads: the LLM's geometry.
+
+    Returns:
+        The path to use, or None when there is no mask.
+
+    Example:
+        >>> choose_mask_application("auto", binarize(load_mask("asr_gender.pth")), 40, 40)  # 52% kept
+        'prune'
+    """
+    if head_weights is None:
+        return None
+    if requested in ("fold", "hooks"):
+        return requested
+    flat = head_weights.reshape(-1, n_layers, n_heads + 1)[..., :n_heads]
+    uniform = bool((flat == flat[:1]).all())
+    binary = bool(((flat == 0) | (flat == 1)).all())
+    if not (uniform and binary):
+        log_rank_zero(logger, "mask_application=%s: the mask is soft or per-sample; using hooks", requested)
+        return "hooks"
+    density = float(flat[0].float().mean())
+    if requested == "prune" or density <= PRUNE_MAX_DENSITY:
+        log_rank_zero(logger, "mask_application=%s: pruning (%.1f%% of heads kept)", requested, 100 * density)
+        return "prune"
+    log_rank_zero(logger, "mask_application=auto: folding (%.1f%% of heads kept)", 100 * density)
+    return "fold"
+
+
 def _kept_note(guard: OutputGuard, total: int) -> str:
     """Where the decoded entries are, for the one line a late failure or Ctrl-C ends with."""
     if not guard.kept:
@@ -323,7 +376,13 @@ def _decode(
         on_batch=keep,
         indices=todo,
     )
-    fold = head_weights is not None and cfg.mask_application == "fold"
+    how = choose_mask_application(cfg.mask_application, head_weights, model.n_layers, model.n_heads)
+    if how == "prune":
+        from ..masking.prune import prune_heads
+
+        # In place: evaluate owns the model and decodes nothing else with it (a copy would double a 13B).
+        model, head_weights = prune_heads(model, head_weights, inplace=True), None
+    fold = how == "fold"
     if cfg.bucket_by_length and info.world_size == 1:
         from .bucketing import decode_bucketed
 
