@@ -172,7 +172,7 @@ def run_cli(body: Callable[[], int | None], debug: bool = False) -> int:
     except KeyboardInterrupt as exc:
         if debug:
             raise
-        detail = one_line(exc) if str(exc) else "stopped by Ctrl-C"
+        detail = " ".join(str(exc).split()) or "stopped by Ctrl-C"  # what was kept, when the body says
         print(f"interrupted: {detail}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except BaseException as exc:  # the boundary: every error ends here as one line
