@@ -192,6 +192,12 @@ class DatasetsConfig:
     whisper_path: str = ""
     # Drop manifest entries whose audio is bad (reported once) instead of stopping.
     skip_bad_entries: bool = False
+    # Audio not at 16 kHz: "torchaudio_sinc" (the official torchaudio.transforms.Resample kernel, reproduced)
+    # or "soxr" (ahamask's earlier choice; features differ by up to ~0.09 in log-mel).
+    resampler: str = "torchaudio_sinc"
+
+    def __post_init__(self) -> None:
+        _report(_resampler_problem("datasets.resampler", self.resampler))
 
 
 @dataclass
@@ -355,6 +361,8 @@ class DecodeConfig:
     # evaluate.py or instruction sweep on the same audio and model skips the encoders (e.g. ten masks, one
     # test set: it is encoded once). "" keeps nothing.
     speech_cache_dir: str = ""
+    # As datasets.resampler of the training config: "torchaudio_sinc" (official) or "soxr".
+    resampler: str = "torchaudio_sinc"
     model: ModelConfig = field(default_factory=ModelConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 
@@ -377,7 +385,13 @@ class DecodeConfig:
         errors += _seed_problem("seed", self.seed)
         errors += device_problem("device", self.device)
         errors += generate_problems(self.generate)
+        errors += _resampler_problem("resampler", self.resampler)
         _report(errors)
+
+
+def _resampler_problem(key: str, value: str) -> list[str]:
+    choices = ("torchaudio_sinc", "soxr")  # ahamask.data.audio.RESAMPLERS (not imported: no numpy here)
+    return [] if value in choices else [f"{key}: {value!r} is not one of {', '.join(choices)}"]
 
 
 def generate_problems(gen: GenerateConfig) -> list[str]:

@@ -400,7 +400,9 @@ def instruction_sweep(
         )
     # The manifest is read before the model is loaded, so a bad manifest fails in a second, not after minutes.
     # features="device": the model computes each batch's Whisper features in one call on its device.
-    dataset = SALMONNDataset(cfg.test_data_path, cfg.model.whisper_path, features="device")
+    dataset = SALMONNDataset(
+        cfg.test_data_path, cfg.model.whisper_path, features="device", resampler=cfg.resampler
+    )
     torch.manual_seed(cfg.seed)
     # The sweep runs in one process: launched as several it would decode everything N times.
     info = dist_utils.setup_processes(False, device or cfg.device, key=None)

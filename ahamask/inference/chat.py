@@ -203,7 +203,7 @@ class ChatSession:
             FileNotFoundError: no such file.
             AudioError: the file gives no usable waveform (the message names it).
         """
-        spectrogram, raw_wav = prepare_audio(wav, self.feature_extractor)
+        spectrogram, raw_wav = prepare_audio(wav, self.feature_extractor, resampler=self.cfg.resampler)
         # The same batch dictionary a dataset gives, so the padding mask (BEATs) and shapes match evaluate.py.
         sample = dict(spectrogram=spectrogram, raw_wav=raw_wav, text="", task="", Q="", id=str(wav))
         samples = collate([sample])
