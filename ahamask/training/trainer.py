@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import re
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from ..utils import distributed as dist_utils
 from ..utils.io import atomic_torch_save
 from ..utils.logging import JsonlLogger, MultiLogger, TensorBoardLogger, log_rank_zero
 from ..utils.seed import capture_rng_state, restore_rng_state, set_seed
+from .artifacts import log_mask_image, plot_training_curves, write_mask_folder
 from .loader import CyclingLoader
 from .optim import build_grad_scaler, build_optimizer
 from .randomness import RunRandomness
@@ -181,9 +183,10 @@ class MaskTrainer:
     def _setup_data(self) -> None:
         run, data = self.cfg.run, self.cfg.datasets
         whisper = data.whisper_path or self.cfg.model.whisper_path
-        self.train_set = SALMONNDataset(data.train_ann_path, whisper, skip_bad_entries=data.skip_bad_entries)
+        options = {"skip_bad_entries": data.skip_bad_entries, "resampler": data.resampler}
+        self.train_set = SALMONNDataset(data.train_ann_path, whisper, **options)
         self.valid_set = (
-            SALMONNDataset(data.valid_ann_path, whisper, skip_bad_entries=data.skip_bad_entries)
+            SALMONNDataset(data.valid_ann_path, whisper, **options)
             if data.valid_ann_path
             else None
         )
@@ -315,9 +318,18 @@ class MaskTrainer:
     def train(self) -> Path:
         """Run every remaining epoch (training, validation, epoch checkpoint); returns the output folder."""
         run = self.cfg.run
+        valid: dict[str, float] = {}
         for epoch in range(self.start_epoch, run.optims.max_epoch):
             stats = self.train_epoch(epoch)
             valid = self.validate(epoch) if self.valid_set is not None else {}
+            if self.metrics is not None:  # the mask as a picture and active heads per layer, each epoch
+                log_mask_image(
+                    self.metrics,
+                    self.mask.tensor.detach(),
+                    self.mask.n_layers,
+                    self.mask.n_heads,
+                    self.global_step,
+                )
             if self.dist.is_main:
                 self._append_log_json(
                     json.dumps(
@@ -334,7 +346,29 @@ class MaskTrainer:
                 dist_utils.barrier()
         if self.dist.world_size > 1:
             self._check_ranks_agree()
+        if self.dist.is_main:
+            self._write_artifacts(valid)
         return self.output_dir
+
+    def _write_artifacts(self, valid: dict[str, float]) -> None:
+        """The shareable mask folder (mask.safetensors, mask_config.json, model card) and curves.png."""
+        tasks = sorted({str(entry.get("task", "")) for entry in self.train_set.annotation})
+        write_mask_folder(
+            self.output_dir,
+            self.mask.tensor.detach().cpu(),
+            self.mask.n_layers,
+            self.mask.n_heads,
+            base_model=self.cfg.model.llama_path,
+            task=", ".join(t for t in tasks if t),
+            data=self.cfg.datasets.train_ann_path,
+            steps=self.global_step,
+            command=" ".join(sys.argv),
+            valid_metrics=valid or None,
+        )
+        try:
+            plot_training_curves(self.output_dir / "steps.jsonl", self.output_dir / "curves.png")
+        except (FileNotFoundError, ValueError) as exc:  # e.g. a resumed run with nothing left to train
+            logger.warning("curves.png not drawn: %s", exc)
 
     def _check_ranks_agree(self) -> None:
         """Every rank must hold the same mask (gradients are averaged); a mismatch is a bug, not noise."""

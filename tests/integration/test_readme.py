@@ -92,7 +92,17 @@ def test_quickstart_tiny_steps_run_from_another_folder(tmp_path):
 
     steps = run(["bash", "-e", "-o", "pipefail", "-c", shell])
     run_dir = work / "tiny" / "exp" / "quickstart"
-    for name in ("checkpoint_0.pth", "checkpoint_1.pth", "steps.jsonl", "log.json", "config.yaml"):
+    for name in (
+        "checkpoint_0.pth",
+        "checkpoint_1.pth",
+        "steps.jsonl",
+        "log.json",
+        "config.yaml",
+        "mask.safetensors",
+        "mask_config.json",
+        "README.md",
+        "curves.png",
+    ):
         assert (run_dir / name).is_file(), name
     assert list(run_dir.glob("events.out.tfevents.*"))
     predictions = json.loads((work / "decode.json").read_text())["prediction"]
