@@ -8,12 +8,12 @@ before the model is built, except the geometry, which :func:`check_resume_geomet
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..utils.errors import describe_torch_load_error
 
 __all__ = ["ResumeError", "read_resume_file", "check_resume_geometry", "TRAINER_KEYS"]
 
@@ -23,19 +23,6 @@ TRAINER_KEYS = ("global_step", "next_epoch", "next_iter", "scheduler", "loader",
 
 class ResumeError(ValueError):
     """The resume file is missing, unreadable, foreign or made for another model; the message names it."""
-
-
-def _reason(exc: BaseException) -> str:
-    """The useful first line of a torch.load failure (never torch's advice to allow code execution)."""
-    if isinstance(exc, pickle.UnpicklingError):
-        return "it holds Python objects or code, not only tensors (refused: weights_only loading)"
-    if (
-        isinstance(exc, (EOFError, zipfile.BadZipFile))
-        or "zip archive" in str(exc)
-        or "central directory" in str(exc)
-    ):
-        return "the file is truncated or not a torch checkpoint"
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
 
 
 def read_resume_file(path: str | Path, key: str = "run.resume") -> dict[str, Any]:
@@ -62,7 +49,7 @@ def read_resume_file(path: str | Path, key: str = "run.resume") -> dict[str, Any
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for a bad file; all mean the same here
-        raise ResumeError(f"{key}: {path}: cannot be read: {_reason(exc)}") from None
+        raise ResumeError(f"{key}: {path}: cannot be read: {describe_torch_load_error(exc)}") from None
     model = state.get("model") if isinstance(state, dict) else None
     if not isinstance(model, dict) or not isinstance(model.get("tensor"), torch.Tensor):
         found = sorted(state)[:6] if isinstance(state, dict) else type(state).__name__

@@ -564,7 +564,7 @@ class MaskTrainer:
 
     def interrupt_message(self) -> str:
         """One line for Ctrl-C: the step reached and the checkpoint to resume from."""
-        where = f"interrupted at step {self.global_step} of {self.total_steps}"
+        where = f"at step {self.global_step} of {self.total_steps}"
         if self.last_checkpoint is None:
             return f"{where}; no checkpoint written yet (set run.save_every_steps to save within an epoch)"
         return f"{where}; resume with: --resume {self.last_checkpoint}"

@@ -205,7 +205,7 @@ def test_ctrl_c_names_the_step_and_the_checkpoint(tiny_bundle, tmp_path, monkeyp
     with pytest.raises(TrainingInterrupted) as caught:
         train(trainer.cfg)
     assert str(caught.value) == (
-        f"interrupted at step 2 of 6; resume with: --resume {tmp_path / 'interrupted' / 'checkpoint_step_2.pth'}"
+        f"at step 2 of 6; resume with: --resume {tmp_path / 'interrupted' / 'checkpoint_step_2.pth'}"
     )
 
 
@@ -223,3 +223,38 @@ def test_several_processes_with_use_distributed_false_stop_with_the_key(tiny_bun
     with pytest.raises(ValueError, match=r"^run.use_distributed: false, but this process is rank 0 of 2"):
         trainer.setup()
     assert not (tmp_path / "two").exists()
+
+
+INTERRUPTER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from ahamask.training import trainer as module
+    from ahamask.training.cli import entry
+    original = module.MaskTrainer.train_step
+    def step(self, epoch, it, samples):
+        if self.global_step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+        return original(self, epoch, it, samples)
+    module.MaskTrainer.train_step = step
+    sys.exit(entry(sys.argv[1:]))
+    """
+)
+
+
+def test_ctrl_c_in_train_py_is_one_line_with_the_resume_argument(tiny_bundle, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    argv = ["-c", str(tiny_bundle / "config.yaml"), "--options", f"run.output_dir={tmp_path}", *OVERRIDES]
+    proc = subprocess.run(
+        [sys.executable, "-c", INTERRUPTER, *argv, "run.job_id=ctrl_c"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert (
+        last
+        == f"interrupted: at step 2 of 6; resume with: --resume {tmp_path / 'ctrl_c' / 'checkpoint_step_2.pth'}"
+    )
