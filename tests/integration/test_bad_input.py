@@ -78,6 +78,7 @@ def _assert_one_line(result, code: int, *fragments: str, torch_loaded: bool = Fa
 
 
 # ------------------------------------------------------------------ command line, before torch
+@pytest.mark.slow  # several subprocesses / decodes of about 0.3 s each
 def test_help_and_config_errors_answer_before_torch(tiny_bundle):
     before = _digest(tiny_bundle)
     cfg = str(tiny_bundle / "decode_config.yaml")
@@ -116,6 +117,7 @@ def test_debug_shows_the_traceback(tiny_bundle):
     assert result.returncode == 1 and "Traceback" in result.stderr and "num_workers: -1" in result.stderr
 
 
+@pytest.mark.slow  # several subprocesses / decodes of about 0.3 s each
 def test_the_output_never_overwrites_an_input(tiny_bundle):
     before = _digest(tiny_bundle)
     cfg = str(tiny_bundle / "decode_config.yaml")
@@ -136,6 +138,7 @@ def test_the_output_never_overwrites_an_input(tiny_bundle):
     assert _digest(tiny_bundle) == before
 
 
+@pytest.mark.slow  # several subprocesses / decodes of about 0.3 s each
 def test_an_unusable_output_location_fails_before_decoding(tiny_bundle, tmp_path):
     cfg = str(tiny_bundle / "decode_config.yaml")
     (tmp_path / "file").write_text("keep me")
@@ -151,6 +154,7 @@ def test_an_unusable_output_location_fails_before_decoding(tiny_bundle, tmp_path
     assert (tmp_path / "file").read_text() == "keep me"
 
 
+@pytest.mark.slow  # several subprocesses / decodes of about 0.3 s each
 def test_a_bad_audio_file_is_found_before_the_model_loads(tiny_bundle, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio" * 100)
@@ -239,6 +243,7 @@ def _cfg(bundle: Path, out: Path, *extra: str):
     )
 
 
+@pytest.mark.slow  # several subprocesses / decodes of about 0.3 s each
 def test_ctrl_c_keeps_what_was_decoded_and_a_rerun_continues(tiny_bundle, tmp_path, shared_model, capsys):
     clean = evaluate(_cfg(tiny_bundle, tmp_path / "clean.json")).read_text()
     out = tmp_path / "pred.json"
