@@ -40,7 +40,7 @@ def _train(args: argparse.Namespace) -> int:
     logger.debug("inputs checked: loading torch and the model")
     from .trainer import train  # torch and transformers load only now
 
-    out = train(cfg, resume=args.resume)
+    out = train(cfg, resume=args.resume, inputs_checked=True)
     if rank == 0:
         print(f"mask checkpoints written to {out}")
     return 0

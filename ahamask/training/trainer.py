@@ -73,10 +73,13 @@ class MaskTrainer:
     Args:
         cfg: the validated training config.
         resume: checkpoint to continue from (overrides ``run.resume``).
+        inputs_checked: :func:`ahamask.preflight.check_train_inputs` already ran (train.py runs it before
+            importing torch); otherwise setup runs it before the model is built.
     """
 
-    def __init__(self, cfg: TrainConfig, resume: str | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, resume: str | None = None, inputs_checked: bool = False) -> None:
         self.cfg = cfg
+        self.inputs_checked = inputs_checked
         self.resume_key = "--resume" if resume else "run.resume"
         self.resume_path = Path(resume or cfg.run.resume) if (resume or cfg.run.resume) else None
         self.resume_state: dict[str, Any] | None = None
@@ -94,6 +97,10 @@ class MaskTrainer:
         run = self.cfg.run
         if self.resume_path is not None:
             self.resume_state = read_resume_file(self.resume_path, self.resume_key)
+        if not self.inputs_checked:  # train.py checks before importing torch; Python callers get it here
+            from ..preflight import check_train_inputs
+
+            check_train_inputs(self.cfg)
         self.dist = dist_utils.setup_processes(run.use_distributed, run.device)
         self.device = self.dist.device
         set_seed(run.seed, self.dist.rank)  # for third-party code; the trainer's own draws use self.random
@@ -581,13 +588,13 @@ class MaskTrainer:
             dist_utils.cleanup()
 
 
-def train(cfg: TrainConfig, resume: str | None = None) -> Path:
+def train(cfg: TrainConfig, resume: str | None = None, inputs_checked: bool = False) -> Path:
     """Train a mask from a config; returns the run's output folder (``output_dir/<job_id>``).
 
     Raises:
         TrainingInterrupted: on Ctrl-C, with the step reached and the checkpoint to resume from.
     """
-    trainer = MaskTrainer(cfg, resume=resume)
+    trainer = MaskTrainer(cfg, resume=resume, inputs_checked=inputs_checked)
     trainer.setup()
     try:
         return trainer.train()

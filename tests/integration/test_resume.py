@@ -201,7 +201,7 @@ def test_ctrl_c_names_the_step_and_the_checkpoint(tiny_bundle, tmp_path, monkeyp
 
     monkeypatch.setattr(trainer, "train_step", step)
     monkeypatch.setattr(MaskTrainer, "setup", lambda self: None)
-    monkeypatch.setattr("ahamask.training.trainer.MaskTrainer", lambda cfg, resume=None: trainer)
+    monkeypatch.setattr("ahamask.training.trainer.MaskTrainer", lambda cfg, **kwargs: trainer)
     with pytest.raises(TrainingInterrupted) as caught:
         train(trainer.cfg)
     assert str(caught.value) == (
