@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 
 from ..config import ConfigError, device_problem, load_decode_config
+from ..utils.cli_args import entry_parser
 from ..utils.errors import run_cli
 from ..utils.logging import setup_logging
 
@@ -55,20 +56,7 @@ Several processes: torchrun --nproc_per_node=N evaluate.py -c ..."""
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``evaluate.py`` and ``ahamask-evaluate`` (one definition for both)."""
-    parser = argparse.ArgumentParser(
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("-c", "--cfg-path", required=True, help="decoding YAML (official keys)")
-    parser.add_argument(
-        "--device", default=None, help="auto | cpu | cuda[:i] | npu[:i] (default: the config's)"
-    )
-    parser.add_argument(
-        "--options", nargs="+", default=[], help="overrides: key=value or alternating key value"
-    )
-    parser.add_argument(
-        "--debug", action="store_true", help="on an error, show the full traceback (or set AHAMASK_DEBUG=1)"
-    )
-    return parser
+    return entry_parser(DESCRIPTION, "decoding YAML (official keys)")
 
 
 def entry(argv: Sequence[str] | None = None) -> int:

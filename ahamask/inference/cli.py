@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from ..utils.cli_args import entry_parser
+
 __all__ = ["DESCRIPTION", "build_parser", "entry"]
 
 DESCRIPTION = """Chat with SALMONN about audio files, with an AHAMask mask when model.weight_mask_path is set.
@@ -25,21 +27,9 @@ With --wav only the answer goes to standard output (the mask line and messages g
 
 def build_parser() -> argparse.ArgumentParser:
     """The chat command line (one definition for ``cli_inference.py`` and ``ahamask-chat``)."""
-    parser = argparse.ArgumentParser(
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("-c", "--cfg-path", required=True, help="decoding YAML (official keys)")
-    parser.add_argument(
-        "--device", default=None, help="auto | cpu | cuda[:i] | npu[:i] (default: the config's)"
-    )
-    parser.add_argument(
-        "--options", nargs="+", default=[], help="overrides: key=value or alternating key value"
-    )
+    parser = entry_parser(DESCRIPTION, "decoding YAML (official keys)")
     parser.add_argument("--wav", default=None, help="answer for this audio file and exit")
     parser.add_argument("--prompt", default=None, help="instruction for --wav (default: none with a mask)")
-    parser.add_argument(
-        "--debug", action="store_true", help="on an error, show the full traceback (or set AHAMASK_DEBUG=1)"
-    )
     return parser
 
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 
 from ..config import load_train_config
+from ..utils.cli_args import entry_parser
 from ..utils.errors import run_cli
 from ..utils.logging import setup_logging
 
@@ -53,17 +54,8 @@ Several processes: torchrun --nproc_per_node=N train.py -c ..."""
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``train.py`` and ``ahamask-train`` (one definition, so the two never drift)."""
-    parser = argparse.ArgumentParser(
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("-c", "--cfg-path", required=True, help="training YAML (official keys)")
-    parser.add_argument(
-        "--options", nargs="+", default=[], help="overrides: key=value or alternating key value"
-    )
+    parser = entry_parser(DESCRIPTION, "training YAML (official keys)", device=False)
     parser.add_argument("--resume", default=None, help="checkpoint to continue from")
-    parser.add_argument(
-        "--debug", action="store_true", help="on an error, show the full traceback (or set AHAMASK_DEBUG=1)"
-    )
     return parser
 
 
