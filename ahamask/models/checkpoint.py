@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .qformer import official_name
+
 __all__ = ["CheckpointKeyError", "load_salmonn_checkpoint", "load_projection", "KNOWN_EXTRA_KEYS"]
 
 logger = logging.getLogger(__name__)
@@ -67,9 +69,10 @@ def _skip_reason(key: str) -> str | None:
 
 
 def _copy_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Copy tensors into the model's parameters/buffers in place (dtype follows the model)."""
-    targets = dict(model.named_parameters())
-    targets.update(dict(model.named_buffers()))
+    """Copy tensors keyed by official name into the model's parameters/buffers (dtype follows the model)."""
+    # The Q-Former's module names differ from the official keys; official_name leaves other names as they are.
+    targets = {official_name(k): t for k, t in model.named_parameters()}
+    targets.update({official_name(k): t for k, t in model.named_buffers()})
     bad_shapes = [
         f"{k}: file {tuple(v.shape)} vs model {tuple(targets[k].shape)}"
         for k, v in state.items()

@@ -41,7 +41,7 @@ from .beam_search import (
 )
 from .loading import load_llm, load_tokenizer, load_whisper_encoder, weights_size
 from .prompts import encode_piece, load_prompt_file, split_prompt, wrap_instruction
-from .qformer import QFormer, QFormerConfig
+from .qformer import build_qformer, official_name
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +98,14 @@ class SALMONN(nn.Module):
                 self.beats.requires_grad_(False).eval()
             speech_width += self.beats.cfg.encoder_embed_dim
 
-        qcfg = QFormerConfig(
-            hidden_size=cfg.qformer_hidden_size,
-            num_attention_heads=cfg.qformer_num_heads,
-            intermediate_size=cfg.qformer_intermediate_size,
-            num_hidden_layers=cfg.qformer_num_layers,
+        self.speech_Qformer = build_qformer(
+            cfg.qformer_hidden_size,
+            cfg.qformer_num_heads,
+            cfg.qformer_intermediate_size,
+            cfg.qformer_num_layers,
             encoder_width=speech_width,
         )
-        self.speech_Qformer = QFormer(qcfg)
+        qcfg = self.speech_Qformer.config
         self.speech_query_tokens = nn.Parameter(
             torch.zeros(1, cfg.num_speech_query_token, qcfg.hidden_size).normal_(0.0, qcfg.initializer_range)
         )
@@ -285,7 +285,8 @@ class SALMONN(nn.Module):
                 n_windows = speech.shape[1]
                 speech = speech.reshape(batch * n_windows, self.window, width)
             queries = self.speech_query_tokens.expand(speech.shape[0], -1, -1)
-            out = self.speech_llama_proj(self.speech_Qformer(queries, speech))
+            hidden = self.speech_Qformer(query_embeds=queries, encoder_hidden_states=speech).last_hidden_state
+            out = self.speech_llama_proj(hidden)
             return out.reshape(batch, -1, out.shape[-1])
 
     # ------------------------------------------------------------------ text side
@@ -363,7 +364,9 @@ class SALMONN(nn.Module):
                 )
         return embeds, attention, labels
 
-    def choose_prompts(self, samples: Mapping[str, Any], rng: random.Random | None = None) -> list[str] | None:
+    def choose_prompts(
+        self, samples: Mapping[str, Any], rng: random.Random | None = None
+    ) -> list[str] | None:
         """Pick training prompts from ``prompt_path`` as the official does (random template per task).
 
         Args:
@@ -498,7 +501,9 @@ class SALMONN(nn.Module):
                 )
             else:
                 if stop_rule == "official_row0":  # the official defect, kept for comparisons only
-                    kwargs["stopping_criteria"] = StoppingCriteriaList([Row0StoppingCriteria(kwargs["eos_token_id"])])
+                    kwargs["stopping_criteria"] = StoppingCriteriaList(
+                        [Row0StoppingCriteria(kwargs["eos_token_id"])]
+                    )
                 out = self.llama_model.generate(inputs_embeds=embeds, attention_mask=attention, **kwargs)
         return self.llama_tokenizer.batch_decode(out, skip_special_tokens=True)
 
@@ -508,7 +513,10 @@ class SALMONN(nn.Module):
 
     # ------------------------------------------------------------------ parameters
     def official_trainable_names(self) -> list[str]:
-        """Parameter names the official SALMONN trains (and saves in its checkpoints)."""
+        """Official checkpoint keys of the parameters the official SALMONN trains (and saves).
+
+        They equal this model's parameter names except inside the Q-Former (see :mod:`.qformer`).
+        """
         names = []
         for name, _ in self.named_parameters():
             if name.startswith(("speech_encoder.", "beats.")):
@@ -525,10 +533,10 @@ class SALMONN(nn.Module):
                 continue
             if name.startswith("speech_llama_proj.") and self.cfg.freeze_speech_llama_proj:
                 continue
-            names.append(name)
+            names.append(official_name(name))  # the Q-Former's module names differ from the official keys
         return names
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The official checkpoint content: every officially trainable parameter, by official name."""
-        params = dict(self.named_parameters())
+        params = {official_name(name): param for name, param in self.named_parameters()}
         return {name: params[name].detach().cpu() for name in self.official_trainable_names()}

@@ -39,7 +39,7 @@ def test_checkpoint_with_beats_has_ln_audio_and_no_beats_weights(beats_bundle, b
     state = torch.load(beats_bundle / "salmonn.pth", weights_only=True)["model"]
     assert {"ln_audio.weight", "ln_audio.bias"} <= set(state)
     assert not any(k.startswith("beats.") for k in state)
-    assert beats_model.speech_Qformer.config.encoder_width == 32 + 32  # whisper d_model + BEATs dim
+    assert beats_model.speech_Qformer.config.encoder_hidden_size == 32 + 32  # whisper d_model + BEATs dim
 
 
 def test_beats_alias_key_is_skipped_by_name(beats_bundle, beats_model, tmp_path):

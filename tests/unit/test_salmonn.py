@@ -10,6 +10,7 @@ import torch
 
 from ahamask.models.checkpoint import CheckpointKeyError, load_salmonn_checkpoint
 from ahamask.models.prompts import split_prompt, wrap_instruction
+from ahamask.models.qformer import official_name
 from ahamask.models.salmonn import SALMONN
 
 
@@ -55,7 +56,7 @@ def test_checkpoint_loads_every_tensor_and_skips_known_buffers(tiny_bundle, shar
         ["speech_Qformer.bert.embeddings.position_ids"]
         + [f"llama_model.base_model.model.model.layers.{i}.self_attn.rotary_emb.inv_freq" for i in range(2)]
     )
-    params = dict(shared_tiny_model.named_parameters())
+    params = {official_name(n): p for n, p in shared_tiny_model.named_parameters()}
     for key in report["loaded"]:
         assert torch.equal(params[key].detach(), state[key]), key
     # LoRA B is non-zero in the bundle, so LoRA really changes the LLM

@@ -97,7 +97,7 @@ def test_new_weights_or_checkpoint_path_change_the_fingerprint(tiny_model):
     before = model_fingerprint(model)
     assert model_fingerprint(model) == before  # deterministic
     with torch.no_grad():
-        model.speech_Qformer.bert.encoder.layer[0].output_query.dense.weight[0, 0] += 1e-4
+        model.speech_Qformer.encoder.layer[0].output_query.dense.weight[0, 0] += 1e-4
     changed = model_fingerprint(model)
     assert changed != before
     model.cfg = replace(model.cfg, ckpt=model.cfg.ckpt + ".other")
