@@ -57,6 +57,11 @@ def _check_pairs(refs: Sequence[Any], hyps: Sequence[Any]) -> None:
 @functools.lru_cache(maxsize=1)
 def _english_normalizer() -> Callable[[str], str]:
     # Imported on first use: importing whisper pulls in torch and takes over a second.
+    # Why openai-whisper and not transformers' copy (transformers.models.whisper.english_normalizer): the
+    # copy's code gives identical text on tests/unit/test_normalizer.py's 368 strings only when handed
+    # whisper's British->American map (whisper/normalizers/english.json, 1739 entries), which transformers
+    # does not ship (it reads a Whisper tokenizer folder's normalizer.json). Without it, the 63 strings with
+    # British spellings differ ("colour" -> "colour" instead of "color", "grey", "programme", "theatre", ...).
     from whisper.normalizers import EnglishTextNormalizer
 
     return EnglishTextNormalizer()
