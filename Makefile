@@ -26,8 +26,10 @@ endif
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# make demo SEEDS=N for more seeds (default 3); ARGS passes anything else (e.g. ARGS="--defaults asr gender").
+SEEDS ?= 3
 demo: $(STAMP)
-	$(PY) scripts/demo.py $(ARGS)
+	$(PY) scripts/demo.py --seeds $(SEEDS) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(ARGS)

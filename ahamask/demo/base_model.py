@@ -104,9 +104,16 @@ class BaseTrainSettings:
         aux_weight: weight of the auxiliary speech losses (first symbol, bag of symbols, register, count,
             loudness, and a CTC transcript) added to the cross-entropy.
         max_new_tokens: generation budget written into the decode config (the longest target plus margin).
-        bf16: "auto" (bf16 autocast where the CPU multiplies bf16 faster, see :func:`bf16_is_faster`),
-            "on" or "off".
+        bf16: "off" (float32, the default) or "on" (bf16 autocast, only when asked for: CPUs with native bf16
+            run it ~5x faster, but the numbers differ from float32). Never chosen by timing: a result must
+            not depend on how fast a matmul happened to be.
         seed: seed of the weights, the batches and the task/paraphrase draws.
+        default_task: what the model does with an empty prompt, a declared part of the design as in SALMONN
+            (whose instruction-free prompt falls back to speech recognition through its training): a share
+            ``empty_share`` of the examples has no instruction and this task's target. Without it the
+            empty-prompt behaviour is whatever one base model happens to learn, and every mask starts
+            from a different default (the finding of one seed did not hold on another).
+        empty_share: share of training examples with an empty instruction (0 disables the default).
     """
 
     steps: int = 800
@@ -118,12 +125,16 @@ class BaseTrainSettings:
     weight_decay: float = 0.01
     aux_weight: float = 1.0
     max_new_tokens: int = 24
-    bf16: str = "auto"
+    bf16: str = "off"
     seed: int = 0
+    default_task: str = "asr"
+    empty_share: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.bf16 not in ("auto", "on", "off"):
-            raise ValueError(f"base.bf16: {self.bf16!r} is not 'auto', 'on' or 'off'")
+        if self.bf16 not in ("on", "off"):
+            raise ValueError(f"base.bf16: {self.bf16!r} is not 'on' or 'off'")
+        if not 0.0 <= self.empty_share < 1.0:
+            raise ValueError(f"base.empty_share: {self.empty_share} must be in [0, 1)")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(
                 f"base.steps / base.batch_size must be >= 1, got {self.steps} / {self.batch_size}"
@@ -268,24 +279,6 @@ def _lr_at(step: int, settings: BaseTrainSettings) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def bf16_is_faster(width: int = 128, rows: int = 2048, repeats: int = 8) -> bool:
-    """Measures whether bfloat16 matrix products beat float32 on this CPU (about 0.1 s).
-
-    CPUs with native bf16 instructions (AVX512-BF16, AMX) run the demo's matmuls ~5x faster in bf16; others
-    emulate it and run slower, so the choice is measured rather than assumed.
-    """
-    a, b = torch.randn(rows, width), torch.randn(width, 4 * width)
-    timings = []
-    for dtype in (torch.float32, torch.bfloat16):
-        x, y = a.to(dtype), b.to(dtype)
-        x @ y  # warm-up: the first call may pick a kernel
-        started = time.perf_counter()
-        for _ in range(repeats):
-            x @ y
-        timings.append(time.perf_counter() - started)
-    return timings[1] < 0.67 * timings[0]
-
-
 def _training_model(bundle: Path, eager_attention: bool = False) -> SALMONN:
     """The bundle's SALMONN with every part trainable: Whisper unfrozen, LLaMA without LoRA.
 
@@ -393,14 +386,14 @@ def train_base_model(
         ValueError: if a task is not in the world.
     """
     tasks = list(tasks or world.tasks)
-    unknown = [t for t in tasks if t not in world.tasks]
+    unknown = [t for t in [*tasks, settings.default_task] if t not in world.tasks]
     if unknown:
         raise ValueError(f"tasks: {unknown} are not tasks of the world at {world.root} ({list(world.tasks)})")
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     # Mixed precision only where bf16 is native: float32 weights and optimizer, bf16 products.
-    use_bf16 = settings.bf16 == "on" or (settings.bf16 == "auto" and bf16_is_faster())
+    use_bf16 = settings.bf16 == "on"
     model = _training_model(bundle, eager_attention=use_bf16)
     bank = ClipBank.from_manifest(world.manifests["train"][world.tasks[0]], bundle / "whisper", progress)
     counts = sorted({int(lab["count"]) for lab in bank.labels})
@@ -437,8 +430,13 @@ def train_base_model(
     for step in bar:
         batch = batches.next()
         labels = [bank.labels[i] for i in batch]
-        chosen = [rng.choice(tasks) for _ in batch]
-        prompts = [model.prompt_for(rng.choice(instructions[t])) for t in chosen]
+        # An empty instruction asks for the declared default task (see BaseTrainSettings.default_task).
+        empty = [settings.empty_share > 0 and rng.random() < settings.empty_share for _ in batch]
+        chosen = [settings.default_task if e else rng.choice(tasks) for e in empty]
+        prompts = [
+            model.prompt_for("" if e else rng.choice(instructions[t]))
+            for t, e in zip(chosen, empty, strict=True)
+        ]
         targets = [make_target(t, lab) for t, lab in zip(chosen, labels, strict=True)]
         for group in optimizer.param_groups:
             group["lr"] = group["peak"] * _lr_at(step, settings)

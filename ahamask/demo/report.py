@@ -78,20 +78,24 @@ def verdicts(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         results: the sweep's results (``tasks`` -> entry).
 
     Returns:
-        task -> ``{"metric", "instruction", "none", "mask", "random", "none_format", "default",
+        task -> ``{"category", "metric", "instruction", "none", "mask", "random", "none_format", "default",
         "reaches_instruction", "switches", "beats_random", "sentence"}``, on the headline metric
-        (format-following for composite tasks, WER for asr, accuracy otherwise). ``default`` is True when at
-        least half of the no-instruction answers are already in the task's format.
+        (format-following for composite tasks, WER for asr, accuracy otherwise) under strict scoring (only
+        answers in the task's exact format count). ``default`` is True when at least half of the
+        no-instruction answers are already in the task's format. ``category``: ``"default"``,
+        ``"instruction level"`` (within REACH_MARGIN of the instructions and SWITCH_MARGIN above no
+        instruction), ``"partly"`` (only the latter) or ``"not reached"``.
     """
     out = {}
     for task, entry in results["tasks"].items():
         if "mask" not in entry:
             continue
         metric = _headline(task)
-        instr = entry["instruction"]["summary"][metric]["mean"]
-        none = entry["none"]["metrics"][metric]
-        mask = entry["mask"]["metrics"][metric]
-        rnd = entry["random"]["summary"][metric]["mean"]
+        # Strict figures: only answers in the task's exact format count (see demo.sweep.strict_metrics).
+        instr = _mean(s["strict"][metric] for s in entry["instruction"]["per_instruction"])
+        none = entry["none"]["strict"][metric]
+        mask = entry["mask"]["strict"][metric]
+        rnd = _mean(s["strict"][metric] for s in entry["random"]["per_seed"])
         none_format = entry["none"]["format"]
         default = none_format >= DEFAULT_SHARE
         reaches = not _better(metric, instr, mask, REACH_MARGIN)
@@ -111,7 +115,16 @@ def verdicts(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             f"{task}: {_TITLES[metric]} {mask:.1f} with the mask vs {instr:.1f} with held-out instructions "
             f"(no instruction {none:.1f}, random mask {rnd:.1f}): {verdict}."
         )
+        if default:
+            category = "default"
+        elif reaches and switches:
+            category = "instruction level"
+        elif switches:
+            category = "partly"
+        else:
+            category = "not reached"
         out[task] = {
+            "category": category,
             "metric": metric,
             "instruction": instr,
             "none": none,
@@ -125,6 +138,11 @@ def verdicts(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             "sentence": sentence,
         }
     return out
+
+
+def _mean(values: Any) -> float:
+    values = list(values)
+    return sum(values) / len(values)
 
 
 def _fmt(value: float | None) -> str:
@@ -360,6 +378,18 @@ def _base_line(base: Mapping[str, Any]) -> str:
     )
 
 
+def _environment_line(ctx: Mapping[str, Any]) -> str:
+    """Versions, threads and precision the run used (stage times are in timings.json, not here)."""
+    env = ctx.get("environment")
+    if not env:
+        return ""
+    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items() if v)
+    return (
+        f"Ran with {packages}; Python {env.get('python')}; {env.get('torch_threads')} torch thread(s) on "
+        f"{env.get('cpu_cores')} cores; {env.get('precision')}."
+    )
+
+
 def _render_markdown(report: Mapping[str, Any], n_layers: int, n_heads: int) -> str:
     ctx = report["context"]
     results = report["results"]
@@ -376,11 +406,7 @@ def _render_markdown(report: Mapping[str, Any], n_layers: int, n_heads: int) -> 
         "(never seen in training), no instruction, the task's mask (no instruction), and a random mask "
         "with the same number of active heads.",
         "",
-        f"Preset `{settings.get('name', '?')}`, seed {settings.get('seed', '?')}. "
-        "Stage times (s, when computed): "
-        + ", ".join(f"{k} {v:.0f}" for k, v in ctx.get("stage_seconds", {}).items() if k != "report")
-        + (f" (reused in this run: {', '.join(ctx['reused_stages'])})" if ctx.get("reused_stages") else "")
-        + ".",
+        f"Preset `{settings.get('name', '?')}`, seed {settings.get('seed', '?')}. " + _environment_line(ctx),
         "",
         _base_line(ctx.get("base_training", {})),
         "",

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ..data.dataset import SALMONNDataset
 from ..evaluation.evaluator import decode_dataset
-from ..evaluation.metrics import register_task
+from ..evaluation.metrics import register_task, wer
 from ..evaluation.scoring import score_predictions
 from ..masking.mask import binarize, mask_stats, shuffle_mask
 from ..synth import TASKS, WorldInfo, detect_task, parse_output, task_instructions
@@ -39,7 +39,15 @@ from ..utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CachedClips", "Condition", "scoring_task", "conditions_for", "run_sweep", "score_records"]
+__all__ = [
+    "CachedClips",
+    "Condition",
+    "scoring_task",
+    "conditions_for",
+    "run_sweep",
+    "score_records",
+    "strict_metrics",
+]
 
 _PREFIX = "demo_"
 
@@ -188,9 +196,41 @@ def score_records(records: list[dict[str, Any]], task: str) -> dict[str, Any]:
     performed = Counter(detect_task(r["output"]) or "other" for r in records)
     return {
         "metrics": metrics,
+        "strict": strict_metrics(records, task),
         "format": 100.0 * in_format / n,
         "performed": {k: 100.0 * v / n for k, v in sorted(performed.items())},
     }
+
+
+def strict_metrics(records: list[dict[str, Any]], task: str) -> dict[str, float]:
+    """The task's metrics when only answers in the task's exact output format count.
+
+    The lenient (paper-style) scorer finds a label anywhere in an answer, so a default output that happens to
+    contain one (``"ba ko mu|high"`` for the register task) counts as correct. Here an answer is first read
+    with :func:`ahamask.synth.parse_output`; one that is not in the task's format is an empty transcript
+    (asr) or a wrong label (classification), and format-following is the exact-format share.
+
+    Returns:
+        ``{"wer"|"accuracy": value}`` for single tasks; ``{"ifr": format share, <part metric>: value}`` for
+        composite and JSON tasks (each part scored on the exactly formatted answers, the others as wrong).
+    """
+    spec = TASKS[task]
+    parsed = [parse_output(task, r["output"]) or {} for r in records]
+    truths = [parse_output(task, r["ground_truth"]) for r in records]
+    if any(t is None for t in truths):
+        raise ValueError(f"demo {task}: a ground truth is not in the task's own format")
+    parts = spec.parts or (task,)
+    out: dict[str, float] = {}
+    if spec.metric in ("composite", "json"):
+        out["ifr"] = 100.0 * sum(bool(p) for p in parsed) / len(records)
+    for part in parts:
+        refs = [t[part] for t in truths]
+        hyps = [p.get(part, "") for p in parsed]
+        if TASKS[part].metric == "wer":
+            out["wer"] = wer(refs, hyps, normalize=False)["value"]
+        else:
+            out["accuracy"] = 100.0 * sum(h == r for h, r in zip(hyps, refs, strict=True)) / len(refs)
+    return out
 
 
 def _aggregate(scores: list[dict[str, Any]]) -> dict[str, Any]:

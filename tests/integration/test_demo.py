@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -20,8 +21,9 @@ import torch
 from ahamask.demo import preset, run_demo
 from ahamask.demo.masks import mask_config
 from ahamask.demo.report import DEFAULT_SHARE, REACH_MARGIN, SWITCH_MARGIN, mask_iou, verdicts
+from ahamask.demo.seeds import reachability_rows, run_seeds, seed_settings, summarize_seeds
 from ahamask.demo.settings import MaskSettings, fingerprint
-from ahamask.demo.sweep import CachedClips, conditions_for, score_records, scoring_task
+from ahamask.demo.sweep import CachedClips, conditions_for, score_records, scoring_task, strict_metrics
 from ahamask.evaluation.metrics import get_metric
 from ahamask.masking.mask import mask_stats
 from ahamask.synth import build_world
@@ -30,30 +32,72 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def quick_demo(tmp_path_factory):
+def quick_seeds(tmp_path_factory):
+    """Two seeds of the quick preset: each a whole experiment (world, base model, masks, random masks)."""
     out = tmp_path_factory.mktemp("demo")
+    # Two processes at once (one torch thread each): the suite's wall time, not its numbers, changes.
+    return run_seeds(out, preset("quick"), seeds=[0, 1], progress=False, jobs=2)
+
+
+@pytest.fixture(scope="module")
+def quick_demo(quick_seeds):
+    """Seed 0's single-seed demo, reloaded from its folder (every stage reused)."""
     started = time.perf_counter()
-    result = run_demo(out, preset("quick"), progress=False)
+    result = run_demo(quick_seeds.out_dir / "seed_0", seed_settings(preset("quick"), 0), progress=False)
     return result, time.perf_counter() - started
 
 
-def _gain(verdict: dict) -> tuple[float, float]:
-    """Points the mask is better than no instruction and than the random mask (direction-aware)."""
-    sign = -1.0 if verdict["metric"] == "wer" else 1.0
-    return sign * (verdict["mask"] - verdict["none"]), sign * (verdict["mask"] - verdict["random"])
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_trained_mask_switches_the_frozen_model_on_every_seed(quick_seeds, seed):
+    """The strict-format claim: on each seed, some mask makes the frozen model answer in its task's exact
+    format far more often than no instruction and than a random mask of the same size."""
+    report = json.loads((quick_seeds.out_dir / f"seed_{seed}" / "report.json").read_text())
+    found = report["verdicts"]
+    assert set(found) == {"asr", "gender", "count"}
+    tasks = report["results"]["tasks"]
+    best = max((t for t in found if not found[t]["default"]), key=lambda t: tasks[t]["mask"]["format"])
+    entry = tasks[best]
+    random_format = statistics.fmean(r["format"] for r in entry["random"]["per_seed"])
+    assert entry["mask"]["format"] - entry["none"]["format"] >= 40.0, found[best]["sentence"]
+    assert entry["mask"]["format"] - random_format >= 40.0, found[best]["sentence"]
+    assert found[best]["switches"] and found[best]["beats_random"]
 
 
 @pytest.mark.slow
-def test_a_trained_mask_switches_the_frozen_model(quick_demo):
-    result, _ = quick_demo
-    found = result.report["verdicts"]
-    assert set(found) == {"asr", "gender", "count"}
-    best = max(found, key=lambda t: _gain(found[t])[0])
-    over_none, over_random = _gain(found[best])
-    # The claim of the full demo, on the task where the quick run shows it most.
-    assert over_none >= 40.0, found[best]["sentence"]
-    assert over_random >= 40.0, found[best]["sentence"]
-    assert found[best]["switches"] and found[best]["beats_random"]
+def test_the_seeds_report_has_mean_std_cells_with_per_seed_values(quick_seeds):
+    report = json.loads((quick_seeds.out_dir / "report.json").read_text())
+    (summary,) = report["presets"].values()
+    assert summary["seeds"] == [0, 1] and summary["default_task"] == "asr"
+    for task, cell in summary["cells"].items():
+        for kind in ("strict", "lenient", "format"):
+            for condition in ("instruction", "none", "mask", "random"):
+                spread = cell[kind][condition]
+                assert len(spread["per_seed"]) == 2
+                assert spread["mean"] == pytest.approx(statistics.fmean(spread["per_seed"]))
+        per_seed_mask = [
+            json.loads((quick_seeds.out_dir / f"seed_{s}" / "report.json").read_text())["results"]["tasks"][
+                task
+            ]["mask"]["strict"][cell["metric"]]
+            for s in (0, 1)
+        ]
+        assert cell["strict"]["mask"]["per_seed"] == per_seed_mask
+        assert summary["verdicts"][task]["sentence"].endswith("/2.")
+    text = (quick_seeds.out_dir / "report.md").read_text()
+    assert "## Reachability" in text and "### Strict (exact format)" in text and " ± " in text
+
+
+@pytest.mark.slow
+def test_two_runs_give_byte_identical_reports(quick_demo, tmp_path):
+    """Deterministic numerics: no timing-dependent choice, no global-RNG dependence, no times in the report."""
+    first, _ = quick_demo
+    second = run_demo(tmp_path / "again", seed_settings(preset("quick"), 0), progress=False)
+    assert (second.out_dir / "report.json").read_bytes() == (first.out_dir / "report.json").read_bytes()
+    assert (second.out_dir / "report.md").read_bytes() == (first.out_dir / "report.md").read_bytes()
+    env = json.loads((first.out_dir / "report.json").read_text())["context"]["environment"]
+    assert env["precision"] == "float32" and env["torch_threads"] == torch.get_num_threads()
+    assert env["packages"]["transformers"] and env["packages"]["torch"] and env["packages"]["peft"]
+    assert set(json.loads((first.out_dir / "timings.json").read_text())) >= {"seconds_this_run"}
 
 
 @pytest.mark.slow
@@ -88,32 +132,34 @@ def test_the_report_holds_the_table_the_masks_and_the_pictures(quick_demo):
 def test_a_rerun_reuses_every_stage_and_gives_the_same_numbers(quick_demo):
     result, first_seconds = quick_demo
     started = time.perf_counter()
-    again = run_demo(result.out_dir, preset("quick"), progress=False)
+    again = run_demo(result.out_dir, seed_settings(preset("quick"), 0), progress=False)
     assert again.reused == ["world", "base model", "masks", "evaluation"]
     assert time.perf_counter() - started < max(20.0, 0.3 * first_seconds)
     assert again.report["results"] == result.report["results"]
 
 
 @pytest.mark.slow
-def test_the_script_prints_the_table(quick_demo):
-    result, _ = quick_demo
+def test_the_script_prints_the_table(quick_seeds):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [
             sys.executable,
             str(REPO / "scripts" / "demo.py"),
             "--out",
-            str(result.out_dir),
+            str(quick_seeds.out_dir),
             "--preset",
             "quick",
+            "--seeds",
+            "2",
         ],
         capture_output=True,
         text=True,
         env=env,
-        timeout=120,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "reusing" in proc.stderr and "AHAMask" in proc.stdout and "report.md" in proc.stdout
+    assert "seeds" in proc.stdout  # verdicts say on how many seeds they hold
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -132,18 +178,20 @@ def test_mask_iou_counts_shared_heads():
 def _fake_results(
     metric: str, instr: float, none: float, mask: float, rnd: float, none_format: float
 ) -> dict:
+    # Strict figures carry the values under test; the lenient ones are deliberately different (verdicts must
+    # not read them).
     def score(v: float, fmt: float = 0.0) -> dict:
-        return {"metrics": {metric: v}, "format": fmt}
+        return {"metrics": {metric: 50.0}, "strict": {metric: v}, "format": fmt}
 
     task = {"accuracy": "gender", "wer": "asr", "ifr": "gender_asr"}[metric]
     return {
         "tasks": {
             task: {
                 "metrics": [metric],
-                "instruction": {"summary": {metric: {"mean": instr}}},
+                "instruction": {"per_instruction": [score(instr - 1.0), score(instr + 1.0)]},
                 "none": score(none, none_format),
                 "mask": score(mask),
-                "random": {"summary": {metric: {"mean": rnd}}},
+                "random": {"per_seed": [score(rnd)]},
             }
         }
     }
@@ -256,3 +304,62 @@ def test_settings_are_checked_and_fingerprints_follow_them():
     with pytest.raises(ValueError, match="unknown settings"):
         preset("quick", n_clips=3)
     assert fingerprint("a", 1) == fingerprint("a", 1) != fingerprint("a", 2)
+
+
+def test_strict_scoring_counts_only_the_exact_format():
+    """A default output that contains a label is lenient-correct but strict-wrong."""
+    records = [
+        {"id": "a", "ground_truth": "high", "output": "ba ko mu|high"},  # asr|gender format, label inside
+        {"id": "b", "ground_truth": "low", "output": "low"},
+        {"id": "c", "ground_truth": "low", "output": "high"},
+    ]
+    scored = score_records(records, "gender")
+    assert scored["strict"] == {"accuracy": pytest.approx(100 / 3)}
+    assert scored["format"] == pytest.approx(200 / 3)
+    assert scored["metrics"]["accuracy"] > scored["strict"]["accuracy"]  # the lenient parser finds "high"
+    asr = [
+        {
+            "id": "a",
+            "ground_truth": "ba di",
+            "output": "ba di|low",
+        },  # out of the asr format: empty transcript
+        {"id": "b", "ground_truth": "ko mu", "output": "ko mu"},
+    ]
+    assert strict_metrics(asr, "asr") == {"wer": 50.0}
+    composite = [
+        {"id": "a", "ground_truth": "ba|low", "output": "ba|high"},
+        {"id": "b", "ground_truth": "ko|low", "output": "low"},
+    ]
+    assert strict_metrics(composite, "asr_gender") == {"ifr": 50.0, "wer": 50.0, "accuracy": 0.0}
+
+
+def _fake_seed_report(mask_value: float, category: str) -> dict:
+    def score(v: float) -> dict:
+        return {"metrics": {"accuracy": v + 1}, "strict": {"accuracy": v}, "format": v}
+
+    entry = {
+        "instruction": {"per_instruction": [score(90.0), score(100.0)]},
+        "none": score(10.0),
+        "mask": score(mask_value),
+        "random": {"per_seed": [score(5.0)]},
+        "mask_stats": {"active_heads": 30, "total_heads": 64},
+    }
+    verdict = {"category": category, "beats_random": category != "not reached"}
+    return {"results": {"tasks": {"gender": entry}}, "verdicts": {"gender": verdict}}
+
+
+def test_seed_summary_means_stds_counts_and_reachability():
+    reports = {0: _fake_seed_report(96.0, "instruction level"), 1: _fake_seed_report(60.0, "partly")}
+    summary = summarize_seeds(reports, "asr")
+    cell = summary["cells"]["gender"]
+    assert cell["strict"]["mask"] == {"mean": 78.0, "std": 18.0, "per_seed": [96.0, 60.0]}
+    assert cell["lenient"]["mask"]["per_seed"] == [97.0, 61.0]
+    assert cell["strict"]["instruction"]["per_seed"] == [95.0, 95.0]
+    assert summary["verdicts"]["gender"]["sentence"] == (
+        "gender: instruction level on 1/2 seeds, partly on 1/2 seeds; above the random mask on 2/2."
+    )
+    rows = reachability_rows(
+        {"asr": summary, "gender": summarize_seeds({0: _fake_seed_report(5.0, "not reached")}, "gender")}
+    )
+    assert rows[0] == ["task", "default: asr", "default: gender"]
+    assert rows[1][1:] == ["instruction level 1/2, partly 1/2", "not reached 1/1"]
