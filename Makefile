@@ -34,13 +34,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests $(ARGS)
 
-# The unit tests on the newest versions the requirement ranges allow (torch stays on the CPU rule), in a
+# The unit tests on the newest versions the requirement ranges allow (torch stays on the CPU build of
+# constraints-torch.txt: an unconstrained upgrade pulls a multi-GB CUDA build), in a
 # separate venv: the next upstream release that breaks ahamask fails here with the test named, before the
 # lock is refreshed. Prints which versions differ from the lock.
 test-latest:
 	rm -rf .venv-latest && python3 -m venv .venv-latest
 	.venv-latest/bin/python -m pip install -q "torch==2.13.0"
-	.venv-latest/bin/python -m pip install -q --upgrade -r requirements.txt -r requirements-dev.txt
+	.venv-latest/bin/python -m pip install -q --upgrade -c constraints-torch.txt -r requirements.txt -r requirements-dev.txt
 	.venv-latest/bin/python -m pip install -q --no-deps -e .
 	.venv-latest/bin/python scripts/lock_diff.py $(LOCK)
 	.venv-latest/bin/python -m pytest tests/unit -m "not slow" -p no:cacheprovider $(ARGS)
