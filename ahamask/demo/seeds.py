@@ -27,7 +27,7 @@ from .settings import DemoSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SeedsResult", "seed_settings", "run_seeds", "summarize_seeds", "CONDITIONS"]
+__all__ = ["SeedsResult", "seed_settings", "run_one", "run_seeds", "summarize_seeds", "CONDITIONS"]
 
 CONDITIONS = ("instruction", "none", "mask", "random")
 _COLUMN = {
@@ -240,7 +240,7 @@ def write_seeds_report(
     return report
 
 
-def _run_one(folder: Path, settings: DemoSettings, force: bool, progress: bool, threads: int | None) -> tuple:
+def run_one(folder: Path, settings: DemoSettings, force: bool, progress: bool, threads: int | None) -> tuple:
     """One seed's demo (in this process or a worker): its report and stage times."""
     from .pipeline import run_demo
 
@@ -299,7 +299,7 @@ def run_seeds(
     if jobs == 1:
         for default, seed, folder, one in runs:
             logger.info("demo: default %s, seed %d -> %s", default, seed, folder)
-            done[default, seed] = _run_one(folder, one, force, progress, None)
+            done[default, seed] = run_one(folder, one, force, progress, None)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -308,7 +308,7 @@ def run_seeds(
         context = multiprocessing.get_context("spawn")  # no forked torch state in the workers
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
             futures = {
-                (default, seed): pool.submit(_run_one, folder, one, force, False, 1)
+                (default, seed): pool.submit(run_one, folder, one, force, False, 1)
                 for default, seed, folder, one in runs
             }
             done = {key: future.result() for key, future in futures.items()}
