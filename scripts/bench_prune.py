@@ -29,20 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_masks import base_parser, figure, interleaved, median_ratio, note, random_llama, random_mask, setup  # noqa: E402
 
+from ahamask.masking.released import RELEASED_HEAD_FRACTIONS  # noqa: E402
+
 REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "legacy_checkpoints"
-# Share of heads the released masks keep (from ../shared/reference/README.md), used without the files.
-RELEASED_DENSITIES = {
-    "asr_gender_librispeech": 0.523,
-    "asr_gender_json_librispeech": 0.702,
-    "emotion_iemocap": 0.716,
-    "gender_librispeech": 0.787,
-    "asv_voxceleb1": 0.819,
-    "gender_asr_librispeech": 0.822,
-    "aac_audiocaps": 0.891,
-    "asr_librispeech": 0.953,
-    "osr_libri2mix": 0.969,
-    "s2tt_covost2": 0.969,
-}
+RELEASED_DENSITIES = RELEASED_HEAD_FRACTIONS
 
 
 def released_masks(layers: int, seed: int) -> dict[str, tuple[torch.Tensor, float]]:

@@ -152,3 +152,20 @@ RELEASED_MASKS: dict[str, ReleasedMask] = {
 def released_sums() -> str:
     """The ``SHA256SUMS`` text of the release (``sha256sum -c`` format, paths under legacy_checkpoints/)."""
     return "".join(f"{m.sha256}  {m.relpath}\n" for m in RELEASED_MASKS.values())
+
+
+# Share of attention heads each released mask keeps (sigmoid(logit) >= 0.5), as ../shared/reference/README.md
+# states and tests/unit/test_legacy_checkpoints.py recomputes from the files: lets benchmarks and tests use the
+# released densities without the files.
+RELEASED_HEAD_FRACTIONS: dict[str, float] = {
+    "asr_gender_librispeech": 0.523,
+    "asr_gender_json_librispeech": 0.702,
+    "emotion_iemocap": 0.716,
+    "gender_librispeech": 0.787,
+    "asv_voxceleb1": 0.819,
+    "gender_asr_librispeech": 0.822,
+    "aac_audiocaps": 0.891,
+    "asr_librispeech": 0.953,
+    "osr_libri2mix": 0.969,
+    "s2tt_covost2": 0.969,
+}

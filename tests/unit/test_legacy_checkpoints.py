@@ -223,3 +223,12 @@ def test_a_folder_without_a_mask_file_points_at_its_checkpoints(tmp_path):
         MaskFileError, match=r"neither mask.safetensors nor checkpoint.pth; it has checkpoint_0.pth"
     ):
         load_mask(tmp_path)
+
+
+def test_the_recorded_head_fractions_are_those_of_the_files(release):
+    from ahamask.masking.released import RELEASED_HEAD_FRACTIONS
+
+    assert set(RELEASED_HEAD_FRACTIONS) == set(RELEASED_MASKS)
+    for name, fraction in RELEASED_HEAD_FRACTIONS.items():
+        stats = mask_stats(load_mask(release / name / "checkpoint.pth"), 40, 40)
+        assert abs(stats.active_heads / 1600 - fraction) <= 0.0005 + 1e-9, name  # the table rounds to 0.1%

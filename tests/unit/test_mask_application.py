@@ -7,21 +7,10 @@ import torch
 
 from ahamask.config import ConfigError, load_decode_config
 from ahamask.evaluation.evaluator import PRUNE_MAX_DENSITY, choose_mask_application
+from ahamask.masking.released import RELEASED_HEAD_FRACTIONS
 from tests.conftest import reference_dir
 
-# Share of heads kept by the ten released masks (../shared/reference/README.md).
-RELEASED = {
-    "asr_gender_librispeech": 0.523,
-    "asr_gender_json_librispeech": 0.702,
-    "emotion_iemocap": 0.716,
-    "gender_librispeech": 0.787,
-    "asv_voxceleb1": 0.819,
-    "gender_asr_librispeech": 0.822,
-    "aac_audiocaps": 0.891,
-    "asr_librispeech": 0.953,
-    "osr_libri2mix": 0.969,
-    "s2tt_covost2": 0.969,
-}
+RELEASED = RELEASED_HEAD_FRACTIONS
 SPARSE = {"asr_gender_librispeech", "asr_gender_json_librispeech", "emotion_iemocap", "gender_librispeech"}
 
 
