@@ -82,6 +82,10 @@ def _seed_problem(key: str, value: int) -> list[str]:
 class ModelConfig:
     """The ``model:`` section (official SALMONN keys plus a few ahamask extensions)."""
 
+    # Which backbone (ahamask.models.backbone.BACKBONES); the official configs have no key: SALMONN.
+    arch: str = "salmonn"
+    # A transformers model folder (Qwen2-Audio, Audio Flamingo 3); SALMONN reads llama_path/whisper_path.
+    model_path: str = ""
     llama_path: str = MISSING
     whisper_path: str = MISSING
     beats_path: str = ""

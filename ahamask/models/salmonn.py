@@ -30,8 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..masking.geometry import MaskGeometry, decoder_geometry
 from ..masking.hooks import head_mask, model_geometry
 from ..masking.mask import binarize, check_mask_length
+from .backbone import PromptInputs
 from .beam_search import (
     Row0StoppingCriteria,
     StoppingCriteriaList,
@@ -169,6 +171,55 @@ class SALMONN(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.speech_llama_proj.weight.device
+
+    @property
+    def decoder(self) -> nn.Module:
+        """The LLaMA (peft-wrapped with LoRA) whose heads masks act on (the backbone interface)."""
+        return self.llama_model
+
+    @property
+    def geometry(self) -> MaskGeometry:
+        """Layers, query heads, KV heads and head size of the LLM."""
+        geo = self._geometry = getattr(self, "_geometry", None) or decoder_geometry(self.llama_model)
+        return geo
+
+    @property
+    def frozen_front_end(self) -> bool:
+        """True when Whisper, BEATs, the Q-Former and the projection all are frozen (mask training)."""
+        return not any(
+            p.requires_grad for n, p in self.named_parameters() if not n.startswith("llama_model.")
+        )
+
+    def speech_cache_key(self) -> str:
+        """SHA-256 of the front-end weights and window settings (:func:`.speech_cache.model_fingerprint`)."""
+        from .speech_cache import model_fingerprint
+
+        return model_fingerprint(self)
+
+    def encode_audio(self, samples: Mapping[str, Any]) -> torch.Tensor:
+        """The backbone interface's audio encoder: :meth:`encode_speech` of a collated batch."""
+        return self.encode_speech(
+            samples.get("spectrogram"), samples.get("raw_wav"), samples.get("padding_mask")
+        )
+
+    def prompt_inputs(self, speech_embeds: torch.Tensor, prompts: Sequence[str]) -> PromptInputs:
+        """Left-padded generation inputs (as :meth:`generate` builds them) and each row's speech span."""
+        embeds, attention, _ = self.build_inputs(speech_embeds, prompts, None, pad_left=True)
+        total, n_speech = embeds.shape[1], speech_embeds.shape[1]
+        spans = []
+        for i, prompt in enumerate(prompts):
+            before, after = split_prompt(prompt)
+            pad = total - int(attention[i].sum())
+            start = pad + 1 + len(self._encode_cached(before))  # [BOS] + the text before <SpeechHere>
+            spans.append((start, start + n_speech))
+        return PromptInputs(embeds, attention, spans)
+
+    def audio_token_times(self, n_tokens: int) -> torch.Tensor:
+        """[n_tokens, 2] seconds: each Q-Former window gives ``num_speech_query_token`` tokens."""
+        queries = max(self.cfg.num_speech_query_token, 1)
+        window = torch.arange(n_tokens) // queries
+        start = window * self.cfg.second_stride
+        return torch.stack([start, start + self.cfg.second_per_window], dim=-1).float()
 
     @property
     def mask_size(self) -> int:
