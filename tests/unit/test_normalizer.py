@@ -1,13 +1,24 @@
-"""Whisper's English normaliser (openai-whisper) vs transformers' copy, on a set of varied transcripts."""
+"""The metrics' English normaliser gives openai-whisper's text, checked against its committed outputs.
+
+``normalize_english`` runs transformers' copy of Whisper's ``EnglishTextNormalizer`` with Whisper's
+British->American spelling map shipped as package data. The reference is the output of openai-whisper
+20250625's own ``EnglishTextNormalizer`` on ``CASES``, stored in ``data/normalizer_whisper_expected.json``
+so that the check needs no openai-whisper. After editing the cases, regenerate the fixture where
+openai-whisper is installed: ``python tests/unit/test_normalizer.py``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 
-import pytest
-
 from ahamask.evaluation.metrics import normalize_english
+
+FIXTURE = Path(__file__).parent / "data" / "normalizer_whisper_expected.json"
+# sha256 of openai-whisper 20250625's whisper/normalizers/english.json, of which the shipped map is a copy.
+WHISPER_SPELLING_SHA256 = "6607f948be9824d2e1b2fa2223cd94c06c45afa4e05ea0e3d5e1f2bdffde2465"
 
 _NUMBER_WORDS = [
     "zero",
@@ -76,6 +87,55 @@ _CURRENCY = [
     "$1,000,000",
     "a dollar fifty",
     "one pound twenty",
+]
+_TIMES = [
+    "3:45",
+    "10:30 am",
+    "12:00 p.m.",
+    "23:59",
+    "5:05:30",
+    "half past three",
+    "quarter to five",
+    "at 7 o'clock",
+    "noon and midnight",
+    "7.30pm",
+]
+_PERCENTAGES = [
+    "12.5%",
+    "0.1%",
+    "-3%",
+    "100 percent",
+    "50 per cent",
+    "ninety nine point nine percent",
+    "a 5% rise",
+    "25 % off",
+]
+_FRACTIONS = [
+    "1/3",
+    "2/3 of it",
+    "3 1/2",
+    "one third",
+    "two fifths",
+    "five sixths",
+    "½",
+    "¼ mile",
+    "50/50",
+]
+_SYMBOLS = [
+    "a & b",
+    "x + y = z",
+    "100 < 200 > 50",
+    "C++ and C#",
+    "email@example.com",
+    "http://example.com/a?b=c",
+    "~approx",
+    "*emphasis* and _under_",
+    "back\\slash",
+    "¥100 and ₹50",
+    "a|b",
+    "1,234.56",
+    "$1.5 million",
+    "£3.5bn",
 ]
 _HANDWRITTEN = [
     "",
@@ -213,6 +273,8 @@ def _cases() -> list[str]:
         cases += [word, f"My {word.capitalize()}!", f"{word}s and {word}"]
     for money in _CURRENCY:
         cases += [money, f"It costs {money}.", f"{money} each"]
+    for phrase in _TIMES + _PERCENTAGES + _FRACTIONS + _SYMBOLS:
+        cases += [phrase, f"He said {phrase}, twice."]
     for n in (0, 7, 13, 21, 99, 100, 101, 1000, 1234, 2024, 1000000):
         cases += [str(n), f"{n:,}", f"{n}th", f"{n}%", f"${n}"]
     return list(dict.fromkeys(cases))  # unique, in order
@@ -221,39 +283,67 @@ def _cases() -> list[str]:
 CASES = _cases()
 
 
+def _expected() -> list[list[str]]:
+    return json.loads(FIXTURE.read_text(encoding="utf-8"))["pairs"]
+
+
 def test_the_case_set_is_large_and_varied():
     assert len(CASES) >= 200
     assert any(c.startswith("$") for c in CASES) and any("£" in c for c in CASES)
     assert any("'" in c for c in CASES) and any("colour" in c for c in CASES)
+    assert any(":" in c for c in CASES) and any("%" in c for c in CASES) and any("/" in c for c in CASES)
 
 
-def test_metrics_normaliser_is_whispers():
-    # The function the metrics use gives openai-whisper's EnglishTextNormalizer's text (with its spellings).
-    whisper_normalizers = pytest.importorskip("whisper.normalizers")
-    reference = whisper_normalizers.EnglishTextNormalizer()
-    assert [normalize_english(c) for c in CASES] == [reference(c) for c in CASES]
+def test_the_fixture_holds_whispers_outputs_for_exactly_these_cases():
+    # Editing CASES without regenerating the fixture fails here rather than comparing a stale set.
+    data = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    assert data["reference"] == "openai-whisper 20250625, whisper.normalizers.EnglishTextNormalizer()"
+    assert [pair[0] for pair in data["pairs"]] == CASES
+
+
+def test_metrics_normaliser_gives_openai_whispers_text_on_every_case():
+    differing = [(c, normalize_english(c), want) for c, want in _expected() if normalize_english(c) != want]
+    assert differing == []
     assert normalize_english("The colour of the theatre's centre!") == "the color of the theater is center"
+    assert normalize_english("I have twenty one apples.") == "i have 21 apples"
+    assert normalize_english("It costs £20.") == "it costs £20"
 
 
-def _transformers_normalizer(mapping: dict[str, str]):
+def test_the_shipped_spelling_map_is_whispers_file():
+    raw = (resources.files("ahamask.evaluation") / "data" / "whisper_english_spelling.json").read_bytes()
+    assert hashlib.sha256(raw).hexdigest() == WHISPER_SPELLING_SHA256
+    mapping = json.loads(raw)
+    assert len(mapping) == 1739 and mapping["colour"] == "color" and mapping["programme"] == "program"
+
+
+def test_without_the_spelling_map_only_british_spellings_differ():
+    # transformers itself ships no map (it reads a Whisper tokenizer folder's normalizer.json); without
+    # one, exactly the British spellings stay British, so the shipped map is what makes the text identical.
     from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-    return EnglishTextNormalizer(mapping)
-
-
-def test_transformers_copy_with_whispers_spelling_map_gives_the_same_text():
-    # transformers ships the code but not the British->American map (it reads it from a Whisper
-    # tokenizer folder's normalizer.json); given openai-whisper's english.json, the text is identical.
-    whisper_normalizers = pytest.importorskip("whisper.normalizers")
-    mapping = json.loads((Path(whisper_normalizers.__file__).parent / "english.json").read_text())
-    ours = _transformers_normalizer(mapping)
-    assert [ours(c) for c in CASES] == [normalize_english(c) for c in CASES]
-
-
-def test_transformers_copy_alone_differs_on_british_spellings():
-    # Without a spelling map (all that transformers itself provides) every British spelling stays British.
-    bare = _transformers_normalizer({})
-    differing = [c for c in CASES if bare(c) != normalize_english(c)]
+    bare = EnglishTextNormalizer({})
+    differing = [c for c, want in _expected() if bare(c) != want]
     british = [c for c in CASES if any(w in c.lower() for w in _BRITISH)]
     assert differing and set(differing) <= set(british)
     assert bare("colour") == "colour" and normalize_english("colour") == "color"
+
+
+def _regenerate_fixture() -> None:
+    """Writes openai-whisper's outputs on CASES to FIXTURE (needs openai-whisper installed)."""
+    from importlib.metadata import version
+
+    from whisper.normalizers import EnglishTextNormalizer
+
+    from ahamask.utils.io import atomic_open
+
+    whisper_version = version("openai-whisper")
+    reference = EnglishTextNormalizer()
+    source = json.dumps(f"openai-whisper {whisper_version}, whisper.normalizers.EnglishTextNormalizer()")
+    pairs = ",\n".join("  " + json.dumps([c, reference(c)], ensure_ascii=False) for c in CASES)
+    with atomic_open(FIXTURE) as f:  # one [input, output] pair per line, so a diff shows what changed
+        f.write(f'{{\n "reference": {source},\n "pairs": [\n{pairs}\n ]\n}}\n')
+    print(f"wrote {len(CASES)} pairs from openai-whisper {whisper_version} to {FIXTURE}")
+
+
+if __name__ == "__main__":
+    _regenerate_fixture()
