@@ -5,7 +5,7 @@ Every metric takes parallel lists of references and hypotheses and returns a fla
 number of pairs), plus metric-specific counts.
 
 - ASR and OSR: corpus WER (sum of errors over sum of reference words) with ``jiwer`` after Whisper's
-  ``EnglishTextNormalizer``.
+  ``EnglishTextNormalizer`` (transformers' copy, with Whisper's spelling map shipped as package data).
 - Gender, emotion, speaker verification and any task given a label set: accuracy after
   :class:`ahamask.evaluation.answers.LabelParser`, plus the rate of answers matching no label.
 - Speech translation: corpus BLEU-4 with ``sacrebleu`` (``zh`` tokenizer for Chinese targets,
@@ -22,11 +22,13 @@ number of pairs), plus metric-specific counts.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 from ahamask.evaluation.answers import LabelParser, answer_words
@@ -56,15 +58,16 @@ def _check_pairs(refs: Sequence[Any], hyps: Sequence[Any]) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _english_normalizer() -> Callable[[str], str]:
-    # Imported on first use: importing whisper pulls in torch and takes over a second.
-    # Why openai-whisper and not transformers' copy (transformers.models.whisper.english_normalizer): the
-    # copy's code gives identical text on tests/unit/test_normalizer.py's 368 strings only when handed
-    # whisper's British->American map (whisper/normalizers/english.json, 1739 entries), which transformers
-    # does not ship (it reads a Whisper tokenizer folder's normalizer.json). Without it, the 63 strings with
-    # British spellings differ ("colour" -> "colour" instead of "color", "grey", "programme", "theatre", ...).
-    from whisper.normalizers import EnglishTextNormalizer
+    # transformers' copy of openai-whisper's EnglishTextNormalizer, handed Whisper's British->American
+    # spelling map (openai-whisper's english.json, shipped in data/, MIT): transformers ships the code but
+    # not the map (it reads a Whisper tokenizer folder's normalizer.json), and without it every British
+    # spelling stays British. With it the text equals openai-whisper 20250625's on the 450 strings of
+    # tests/unit/test_normalizer.py (and on 20,000 random token mixes when checked once), so the metrics
+    # no longer need openai-whisper (numba, llvmlite, tiktoken, triton). Imported and loaded on first use.
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-    return EnglishTextNormalizer()
+    spelling = resources.files("ahamask.evaluation") / "data" / "whisper_english_spelling.json"
+    return EnglishTextNormalizer(json.loads(spelling.read_text(encoding="utf-8")))
 
 
 def normalize_english(text: str) -> str:
