@@ -141,6 +141,10 @@ class ModelConfig:
     llm_dtype: str = "auto"
     # Attention implementation for the LLM ("sdpa" or "eager").
     attn_implementation: str = "sdpa"
+    # transformers-native backbones (qwen2_audio, audio_flamingo3)
+    # "instruct": the model's chat template (answers end at <|im_end|>); "base": Qwen2-Audio-Base's plain
+    # "<|audio_bos|><|AUDIO|><|audio_eos|>" prefix (answers end at <|endoftext|>).
+    variant: str = "instruct"
 
     def __post_init__(self) -> None:
         errors = []

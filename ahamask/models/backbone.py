@@ -132,6 +132,8 @@ class AudioLLM(Protocol):
 #: when it is configured).
 BACKBONES: dict[str, str] = {
     "salmonn": "ahamask.models.salmonn:SALMONN",
+    "qwen2_audio": "ahamask.models.qwen2_audio:Qwen2Audio",
+    "audio_flamingo3": "ahamask.models.audio_flamingo3:AudioFlamingo3",
 }
 
 
