@@ -160,7 +160,11 @@ class ReadoutSection:
 
 @dataclass
 class LocalizationConfig:
-    """Everything the experiment depends on (``configs/localization.yaml``)."""
+    """Everything the experiment depends on (``configs/localization.yaml``).
+
+    ``decode_config`` and ``world_dir`` are read only by ``scripts/steering_vectors.py build|localize``: a
+    trained bundle's decode config and a built localisation world (the experiment makes its own per seed).
+    """
 
     out_dir: str = "exp/localization"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -171,6 +175,8 @@ class LocalizationConfig:
     plots: int = 8
     max_new_tokens: int = 12
     batch_size: int = 64
+    decode_config: str = ""
+    world_dir: str = ""
 
 
 # ---------------------------------------------------------------------------------------------------- base model
@@ -497,7 +503,7 @@ def localize(
                     k: preds_for_plot[k][i]
                     for k in ("unsteered read-out", "steered read-out", "direct prompting")
                 },
-                f"seed {seed}: {entries[i]['Q']} in {entries[i]['path']} (events: {' '.join(entries[i]['labels']['event_types'])})",
+                f"seed {seed}: {entries[i]['Q']} in {Path(entries[i]['path']).name} (events: {' '.join(entries[i]['labels']['event_types'])})",
             )
     return {
         "methods": {k: summarize(v) for k, v in scores.items()},
