@@ -135,3 +135,59 @@ def test_score_vs_correctness_numbers() -> None:
 def test_heatmap_png(tmp_path) -> None:
     path = heatmap_png(torch.randn(2, 4), tmp_path / "heads.png", "test", selected=[(0, 1)])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mcq_world_prior_and_balance(tmp_path) -> None:
+    from ahamask.synth.mcq_world import FAVOURED, build_mcq_world, load_mcq_world
+
+    world = build_mcq_world(
+        tmp_path / "w", seed=3, n_clips={"train": 150, "calib": 0, "valid": 0, "test": 10}, prior=0.8
+    )
+    import json
+
+    train = json.loads(world.manifests["train"].read_text())["annotation"]
+    test = json.loads(world.manifests["test"].read_text())["annotation"]
+    favoured = sum(e["text"] == FAVOURED[e["labels"]["qtype"]] for e in train) / len(train)
+    assert 0.72 <= favoured <= 0.88  # 0.8 in expectation (150 clips x 2 questions, thinned)
+    assert len(test) == 20  # balanced splits ask every clip both questions
+    for e in test:
+        assert e["text"] in e["labels"]["options"] and e["text"] == e["labels"][e["labels"]["qtype"]]
+        assert all(o in e["Q"] for o in e["labels"]["options"])
+    again = build_mcq_world(
+        tmp_path / "w2", seed=3, n_clips={"train": 150, "calib": 0, "valid": 0, "test": 10}
+    )
+    assert again.manifests["test"].read_text() == world.manifests["test"].read_text()
+    assert load_mcq_world(tmp_path / "w").counts == world.counts
+
+
+def test_find_audio_heads_cli(tiny_bundle, tmp_path) -> None:
+    from ahamask.analysis.audio_heads_cli import main
+    from ahamask.analysis.silence_steering import load_direction
+    from ahamask.synth.mcq_world import build_mcq_world
+
+    world = build_mcq_world(tmp_path / "w", seed=0, n_clips={"train": 0, "calib": 0, "valid": 0, "test": 3})
+    out = tmp_path / "heads.json"
+    cfg = str(tiny_bundle / "decode_config.yaml")
+    args = [
+        "-c",
+        cfg,
+        "--manifest",
+        str(world.manifests["test"]),
+        "--k",
+        "2",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    assert main([*args, "--direction", str(tmp_path / "d.safetensors")]) == 0
+    import json
+
+    report = json.loads(out.read_text())
+    assert report["n"] == 6 and len(report["specialist_heads"]) == 2
+    assert len(report["head_table"]) == 2 * 4  # every head of the tiny decoder, ranked
+    assert [r["rank"] for r in report["head_table"]] == list(range(1, 9))
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert load_direction(tmp_path / "d.safetensors").layer == 1
+    # The bundle's own manifest has no questions: one error line, exit 2.
+    assert main(["-c", cfg, "--out", str(out), "--device", "cpu"]) == 2
