@@ -146,25 +146,39 @@ class BEATsConfig:
             ValueError: Listing each invalid field with its value and the expected form.
         """
         errors: list[str] = []
-        for name in ("input_patch_size", "embed_dim", "encoder_layers", "encoder_embed_dim",
-                     "encoder_ffn_embed_dim", "encoder_attention_heads", "conv_pos", "conv_pos_groups"):
+        for name in (
+            "input_patch_size",
+            "embed_dim",
+            "encoder_layers",
+            "encoder_embed_dim",
+            "encoder_ffn_embed_dim",
+            "encoder_attention_heads",
+            "conv_pos",
+            "conv_pos_groups",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 errors.append(f"{name}={value!r} (expected a positive int)")
         if not errors:
             if self.encoder_embed_dim % self.encoder_attention_heads:
-                errors.append(f"encoder_embed_dim={self.encoder_embed_dim} is not divisible by "
-                              f"encoder_attention_heads={self.encoder_attention_heads}")
+                errors.append(
+                    f"encoder_embed_dim={self.encoder_embed_dim} is not divisible by "
+                    f"encoder_attention_heads={self.encoder_attention_heads}"
+                )
             if self.encoder_embed_dim % self.conv_pos_groups:
-                errors.append(f"encoder_embed_dim={self.encoder_embed_dim} is not divisible by "
-                              f"conv_pos_groups={self.conv_pos_groups}")
+                errors.append(
+                    f"encoder_embed_dim={self.encoder_embed_dim} is not divisible by "
+                    f"conv_pos_groups={self.conv_pos_groups}"
+                )
         if self.activation_fn not in _ACTIVATIONS:
             errors.append(f"activation_fn={self.activation_fn!r} (expected one of {sorted(_ACTIVATIONS)})")
         if self.deep_norm and self.layer_norm_first:
             errors.append("deep_norm=True and layer_norm_first=True cannot be combined")
         if self.relative_position_embedding and (self.num_buckets < 4 or self.max_distance <= 0):
-            errors.append(f"num_buckets={self.num_buckets} / max_distance={self.max_distance} "
-                          "(expected num_buckets >= 4 and max_distance > 0)")
+            errors.append(
+                f"num_buckets={self.num_buckets} / max_distance={self.max_distance} "
+                "(expected num_buckets >= 4 and max_distance > 0)"
+            )
         if self.finetuned_model and (not isinstance(self.predictor_class, int) or self.predictor_class <= 0):
             errors.append(f"predictor_class={self.predictor_class!r} (expected a positive int)")
         if errors:
@@ -275,9 +289,16 @@ class BEATsAttention(nn.Module):
         gru_rel_pos: Whether each query gates the bias through ``grep_linear`` / ``grep_a``.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float,
-                 relative_attention_bias: nn.Embedding | None, num_buckets: int, max_distance: int,
-                 gru_rel_pos: bool) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float,
+        relative_attention_bias: nn.Embedding | None,
+        num_buckets: int,
+        max_distance: int,
+        gru_rel_pos: bool,
+    ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.num_heads = num_heads
@@ -305,8 +326,12 @@ class BEATsAttention(nn.Module):
         weight = self.relative_attention_bias.weight
         return self.relative_attention_bias(buckets.to(weight.device)).permute(2, 0, 1)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
-                position_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        position_bias: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Self-attention over patches.
 
         Args:
@@ -358,8 +383,13 @@ class BEATsEncoderLayer(nn.Module):
         self.layer_norm_first = cfg.layer_norm_first
         self.activation_fn = _ACTIVATIONS[cfg.activation_fn]
         self.self_attn = BEATsAttention(
-            cfg.encoder_embed_dim, cfg.encoder_attention_heads, cfg.attention_dropout, relative_attention_bias,
-            cfg.num_buckets, cfg.max_distance, cfg.gru_rel_pos,
+            cfg.encoder_embed_dim,
+            cfg.encoder_attention_heads,
+            cfg.attention_dropout,
+            relative_attention_bias,
+            cfg.num_buckets,
+            cfg.max_distance,
+            cfg.gru_rel_pos,
         )
         self.dropout1 = nn.Dropout(cfg.dropout)
         self.dropout2 = nn.Dropout(cfg.activation_dropout)
@@ -374,8 +404,9 @@ class BEATsEncoderLayer(nn.Module):
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout3(self.fc2(self.dropout2(self.activation_fn(self.fc1(x)))))
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
-                position_bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, padding_mask: torch.Tensor | None, position_bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [batch, time, dim] -> ([batch, time, dim], position bias passed on to the next layer)."""
         if self.layer_norm_first:
             attn, position_bias = self.self_attn(self.self_attn_layer_norm(x), padding_mask, position_bias)
@@ -403,7 +434,9 @@ class BEATsTransformerEncoder(nn.Module):
         # One bucket embedding for the whole stack: registered under every layer (as the official does by
         # re-assigning layer 0's module), so each layer's name is in the state dict but there is one tensor.
         shared_bias = (
-            nn.Embedding(cfg.num_buckets, cfg.encoder_attention_heads) if cfg.relative_position_embedding else None
+            nn.Embedding(cfg.num_buckets, cfg.encoder_attention_heads)
+            if cfg.relative_position_embedding
+            else None
         )
         self.layers = nn.ModuleList(BEATsEncoderLayer(cfg, shared_bias) for _ in range(cfg.encoder_layers))
         self.layer_norm = nn.LayerNorm(dim)
@@ -552,7 +585,9 @@ class BEATs(nn.Module):
                 mask's shape differs from the source's.
         """
         if source.dim() != 2:
-            raise ValueError(f"BEATs.extract_features: source must be [batch, samples], got {tuple(source.shape)}")
+            raise ValueError(
+                f"BEATs.extract_features: source must be [batch, samples], got {tuple(source.shape)}"
+            )
         if padding_mask is not None and padding_mask.shape != source.shape:
             raise ValueError(
                 f"BEATs.extract_features: padding_mask shape {tuple(padding_mask.shape)} != source shape "
@@ -593,8 +628,9 @@ class BEATs(nn.Module):
             logits = logits.mean(dim=1)
         return torch.sigmoid(logits), padding_mask
 
-    def forward(self, source: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                feature_only: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, source: torch.Tensor, padding_mask: torch.Tensor | None = None, feature_only: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Same as :meth:`extract_features` (so forward hooks see the encoder call)."""
         return self.extract_features(source, padding_mask, feature_only=feature_only)
 
@@ -639,7 +675,9 @@ def load_beats(path: str | Path, map_location: str | torch.device = "cpu") -> BE
         raise ValueError(f"{path}: not a readable weights-only torch checkpoint ({first_line})") from exc
     if not isinstance(checkpoint, Mapping) or "cfg" not in checkpoint or "model" not in checkpoint:
         found = sorted(map(str, checkpoint)) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-        raise ValueError(f"{path}: expected a dict with 'cfg' and 'model' (official BEATs format), got {found}")
+        raise ValueError(
+            f"{path}: expected a dict with 'cfg' and 'model' (official BEATs format), got {found}"
+        )
     state = checkpoint["model"]
     if not isinstance(checkpoint["cfg"], Mapping) or not isinstance(state, Mapping):
         raise ValueError(
@@ -673,9 +711,17 @@ def load_beats(path: str | Path, map_location: str | torch.device = "cpu") -> BE
 
     shared = [key for key in state if key.endswith("self_attn.relative_attention_bias.weight")]
     if shared and any(not torch.equal(state[key], state[shared[0]]) for key in shared[1:]):
-        logger.warning("%s: the per-layer copies of the shared relative_attention_bias differ; using the "
-                       "last layer's, as the official load does", path)
+        logger.warning(
+            "%s: the per-layer copies of the shared relative_attention_bias differ; using the "
+            "last layer's, as the official load does",
+            path,
+        )
     model.load_state_dict(state, strict=True)
-    logger.info("Loaded BEATs from %s (%d layers, dim %d, fine-tuned=%s)", path, model.cfg.encoder_layers,
-                model.cfg.encoder_embed_dim, model.cfg.finetuned_model)
+    logger.info(
+        "Loaded BEATs from %s (%d layers, dim %d, fine-tuned=%s)",
+        path,
+        model.cfg.encoder_layers,
+        model.cfg.encoder_embed_dim,
+        model.cfg.finetuned_model,
+    )
     return model.to(torch.device(map_location)).eval()

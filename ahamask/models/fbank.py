@@ -56,8 +56,13 @@ def _window_sizes(sample_frequency: float, frame_length_ms: float, frame_shift_m
     return window_size, window_shift
 
 
-def num_frames(num_samples: int, *, sample_frequency: float = 16000.0, frame_length_ms: float = 25.0,
-               frame_shift_ms: float = 10.0) -> int:
+def num_frames(
+    num_samples: int,
+    *,
+    sample_frequency: float = 16000.0,
+    frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0,
+) -> int:
     """Number of fbank frames Kaldi's ``snip_edges`` framing yields for a signal.
 
     Args:
@@ -80,8 +85,9 @@ def num_frames(num_samples: int, *, sample_frequency: float = 16000.0, frame_len
 
 
 @functools.lru_cache(maxsize=8)
-def _mel_banks_cpu(num_bins: int, padded_window_size: int, sample_frequency: float, low_freq: float,
-                   high_freq: float) -> torch.Tensor:
+def _mel_banks_cpu(
+    num_bins: int, padded_window_size: int, sample_frequency: float, low_freq: float, high_freq: float
+) -> torch.Tensor:
     # Built in float32 on the CPU, then cast by the caller: torchaudio builds its banks in the default
     # dtype before casting to the waveform's dtype, and doing the same keeps the weights bit-identical.
     nyquist = 0.5 * sample_frequency
@@ -104,7 +110,9 @@ def _mel_banks_cpu(num_bins: int, padded_window_size: int, sample_frequency: flo
     right = mel_low + (index + 2.0) * mel_delta
     # Mel value of every FFT bin centre below Nyquist: [1, padded/2].
     bin_width = sample_frequency / padded_window_size
-    fft_mel = 1127.0 * (1.0 + bin_width * torch.arange(padded_window_size // 2, dtype=torch.float32) / 700.0).log()
+    fft_mel = (
+        1127.0 * (1.0 + bin_width * torch.arange(padded_window_size // 2, dtype=torch.float32) / 700.0).log()
+    )
     fft_mel = fft_mel.unsqueeze(0)
     up = (fft_mel - left) / (center - left)
     down = (right - fft_mel) / (right - center)
@@ -113,8 +121,13 @@ def _mel_banks_cpu(num_bins: int, padded_window_size: int, sample_frequency: flo
     return F.pad(banks, (0, 1))
 
 
-def kaldi_mel_banks(num_bins: int = 128, padded_window_size: int = 512, sample_frequency: float = 16000.0,
-                    low_freq: float = 20.0, high_freq: float = 0.0) -> torch.Tensor:
+def kaldi_mel_banks(
+    num_bins: int = 128,
+    padded_window_size: int = 512,
+    sample_frequency: float = 16000.0,
+    low_freq: float = 20.0,
+    high_freq: float = 0.0,
+) -> torch.Tensor:
     """Kaldi's triangular mel filter bank (no VTLN warping).
 
     Args:
@@ -134,8 +147,9 @@ def kaldi_mel_banks(num_bins: int = 128, padded_window_size: int = 512, sample_f
         raise ValueError(f"fbank: num_mel_bins must be > 3 (Kaldi), got {num_bins}")
     if padded_window_size % 2:
         raise ValueError(f"fbank: the FFT size must be even, got {padded_window_size}")
-    return _mel_banks_cpu(num_bins, padded_window_size, float(sample_frequency), float(low_freq),
-                          float(high_freq)).clone()
+    return _mel_banks_cpu(
+        num_bins, padded_window_size, float(sample_frequency), float(low_freq), float(high_freq)
+    ).clone()
 
 
 def kaldi_fbank(
@@ -267,7 +281,16 @@ def beats_fbank(
         torch.Size([1, 198, 128])
     """
     if not isinstance(source, torch.Tensor) or not source.is_floating_point():
-        raise ValueError(f"beats_fbank: expected a float tensor [batch, samples], got {type(source).__name__}")
-    fbank = kaldi_fbank(source.to(torch.float64) * 2**15, num_mel_bins=128, sample_frequency=16000.0,
-                        frame_length_ms=25.0, frame_shift_ms=10.0, dtype=torch.float64, lengths=lengths)
+        raise ValueError(
+            f"beats_fbank: expected a float tensor [batch, samples], got {type(source).__name__}"
+        )
+    fbank = kaldi_fbank(
+        source.to(torch.float64) * 2**15,
+        num_mel_bins=128,
+        sample_frequency=16000.0,
+        frame_length_ms=25.0,
+        frame_shift_ms=10.0,
+        dtype=torch.float64,
+        lengths=lengths,
+    )
     return ((fbank - fbank_mean) / (2 * fbank_std)).to(torch.float32)

@@ -24,8 +24,16 @@ __all__ = ["make_tiny_beats_checkpoint", "tiny_beats_config"]
 logger = logging.getLogger(__name__)
 
 
-def tiny_beats_config(*, embed_dim: int = 32, layers: int = 2, heads: int = 4, ffn_dim: int = 64,
-                      conv_pos: int = 16, finetuned: bool = True, n_classes: int = 5) -> dict[str, Any]:
+def tiny_beats_config(
+    *,
+    embed_dim: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    ffn_dim: int = 64,
+    conv_pos: int = 16,
+    finetuned: bool = True,
+    n_classes: int = 5,
+) -> dict[str, Any]:
     """The cfg dict of a tiny BEATs with the architecture options of BEATs_iter3 (the SALMONN encoder).
 
     Same keys as the released checkpoints' cfg: DeepNorm post-LN blocks, gated relative position bias
@@ -48,8 +56,14 @@ def tiny_beats_config(*, embed_dim: int = 32, layers: int = 2, heads: int = 4, f
     Raises:
         ValueError: If a size is not positive or ``embed_dim`` is not divisible by ``heads``.
     """
-    sizes = {"embed_dim": embed_dim, "layers": layers, "heads": heads, "ffn_dim": ffn_dim,
-             "conv_pos": conv_pos, "n_classes": n_classes}
+    sizes = {
+        "embed_dim": embed_dim,
+        "layers": layers,
+        "heads": heads,
+        "ffn_dim": ffn_dim,
+        "conv_pos": conv_pos,
+        "n_classes": n_classes,
+    }
     bad = [f"{name}={value!r}" for name, value in sizes.items() if not isinstance(value, int) or value <= 0]
     if bad:
         raise ValueError(f"tiny BEATs: sizes must be positive ints, got {', '.join(bad)}")
@@ -85,9 +99,18 @@ def tiny_beats_config(*, embed_dim: int = 32, layers: int = 2, heads: int = 4, f
     }
 
 
-def make_tiny_beats_checkpoint(path: str | Path, *, embed_dim: int = 32, layers: int = 2, heads: int = 4,
-                               ffn_dim: int = 64, conv_pos: int = 16, seed: int = 0, finetuned: bool = True,
-                               n_classes: int = 5) -> Path:
+def make_tiny_beats_checkpoint(
+    path: str | Path,
+    *,
+    embed_dim: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    ffn_dim: int = 64,
+    conv_pos: int = 16,
+    seed: int = 0,
+    finetuned: bool = True,
+    n_classes: int = 5,
+) -> Path:
     """Write a tiny random BEATs checkpoint ``{'cfg': dict, 'model': state_dict}`` to ``path``.
 
     The weights depend only on the arguments (the global RNG state is saved and restored around the
@@ -114,8 +137,15 @@ def make_tiny_beats_checkpoint(path: str | Path, *, embed_dim: int = 32, layers:
         >>> from ahamask.models.beats import load_beats
         >>> model = load_beats(make_tiny_beats_checkpoint(tmp_path / "beats.pt"))  # doctest: +SKIP
     """
-    cfg = tiny_beats_config(embed_dim=embed_dim, layers=layers, heads=heads, ffn_dim=ffn_dim,
-                            conv_pos=conv_pos, finetuned=finetuned, n_classes=n_classes)
+    cfg = tiny_beats_config(
+        embed_dim=embed_dim,
+        layers=layers,
+        heads=heads,
+        ffn_dim=ffn_dim,
+        conv_pos=conv_pos,
+        finetuned=finetuned,
+        n_classes=n_classes,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BEATs(BEATsConfig(cfg))

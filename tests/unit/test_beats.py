@@ -14,11 +14,31 @@ from ahamask.models.tiny_beats import make_tiny_beats_checkpoint, tiny_beats_con
 
 # The cfg keys of the released BEATs_iter3* checkpoints.
 OFFICIAL_CFG_KEYS = {
-    "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads", "activation_fn",
-    "dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "dropout_input",
-    "layer_norm_first", "conv_bias", "conv_pos", "conv_pos_groups", "relative_position_embedding",
-    "num_buckets", "max_distance", "gru_rel_pos", "deep_norm", "input_patch_size",
-    "layer_wise_gradient_decay_ratio", "embed_dim", "finetuned_model", "predictor_dropout", "predictor_class",
+    "encoder_layers",
+    "encoder_embed_dim",
+    "encoder_ffn_embed_dim",
+    "encoder_attention_heads",
+    "activation_fn",
+    "dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "encoder_layerdrop",
+    "dropout_input",
+    "layer_norm_first",
+    "conv_bias",
+    "conv_pos",
+    "conv_pos_groups",
+    "relative_position_embedding",
+    "num_buckets",
+    "max_distance",
+    "gru_rel_pos",
+    "deep_norm",
+    "input_patch_size",
+    "layer_wise_gradient_decay_ratio",
+    "embed_dim",
+    "finetuned_model",
+    "predictor_dropout",
+    "predictor_class",
 }
 
 
@@ -26,11 +46,16 @@ def _official_keys(layers: int, finetuned: bool) -> set[str]:
     """State-dict names of the official BEATs (unilm beats/BEATs.py + backbone.py), written out by hand."""
     keys = {
         "patch_embedding.weight",  # conv_bias=False: no patch_embedding.bias
-        "layer_norm.weight", "layer_norm.bias",
-        "post_extract_proj.weight", "post_extract_proj.bias",
+        "layer_norm.weight",
+        "layer_norm.bias",
+        "post_extract_proj.weight",
+        "post_extract_proj.bias",
         # torch.nn.utils.weight_norm(conv, dim=2) inside nn.Sequential(conv, SamePad, GELU)
-        "encoder.pos_conv.0.bias", "encoder.pos_conv.0.weight_g", "encoder.pos_conv.0.weight_v",
-        "encoder.layer_norm.weight", "encoder.layer_norm.bias",
+        "encoder.pos_conv.0.bias",
+        "encoder.pos_conv.0.weight_g",
+        "encoder.pos_conv.0.weight_v",
+        "encoder.layer_norm.weight",
+        "encoder.layer_norm.bias",
     }
     for i in range(layers):
         prefix = f"encoder.layers.{i}."
@@ -200,8 +225,10 @@ def test_matches_the_official_numbers() -> None:
     for (row, token), values in expected.items():
         assert torch.allclose(features[row, token, :4], torch.tensor(values), atol=1e-4), (row, token)
     assert float(features.abs().mean()) == pytest.approx(0.838223, abs=1e-4)
-    expected_probs = [[0.730392, 0.263124, 0.727919, 0.285901, 0.596751],
-                      [0.737479, 0.254623, 0.736745, 0.278142, 0.602824]]
+    expected_probs = [
+        [0.730392, 0.263124, 0.727919, 0.285901, 0.596751],
+        [0.737479, 0.254623, 0.736745, 0.278142, 0.602824],
+    ]
     assert torch.allclose(probs, torch.tensor(expected_probs), atol=1e-5)
 
 
@@ -251,7 +278,12 @@ def test_layer_wise_gradient_decay_scales_gradients(tiny_ckpt: Path) -> None:
 
 def test_config_defaults_and_validation() -> None:
     cfg = BEATsConfig()
-    assert (cfg.input_patch_size, cfg.embed_dim, cfg.encoder_embed_dim, cfg.max_distance) == (-1, 512, 768, 1280)
+    assert (cfg.input_patch_size, cfg.embed_dim, cfg.encoder_embed_dim, cfg.max_distance) == (
+        -1,
+        512,
+        768,
+        1280,
+    )
     assert BEATsConfig({"encoder_layers": 2, "extra_key": 1}).extra_key == 1  # kept, as the official does
     with pytest.raises(ValueError, match=r"input_patch_size=-1 \(expected a positive int\)"):
         BEATs(BEATsConfig())
@@ -310,7 +342,9 @@ def test_load_errors_name_the_file_and_the_keys(tiny_ckpt: Path, tmp_path: Path)
     with pytest.raises(ValueError, match=r"shape mismatches: predictor.weight \(7, 32\) vs model \(5, 32\)"):
         load_beats(shape)
 
-    bad_cfg = _save(tmp_path / "badcfg.pt", {"cfg": dict(good["cfg"], input_patch_size=0), "model": good["model"]})
+    bad_cfg = _save(
+        tmp_path / "badcfg.pt", {"cfg": dict(good["cfg"], input_patch_size=0), "model": good["model"]}
+    )
     with pytest.raises(ValueError, match=f"{bad_cfg}: BEATsConfig: input_patch_size=0"):
         load_beats(bad_cfg)
 

@@ -18,7 +18,9 @@ from ahamask.models.fbank import (
     num_frames,
 )
 
-knf = pytest.importorskip("kaldi_native_fbank", reason="kaldi-native-fbank (test dependency) is not installed")
+knf = pytest.importorskip(
+    "kaldi_native_fbank", reason="kaldi-native-fbank (test dependency) is not installed"
+)
 sf = pytest.importorskip("soundfile")
 
 DEMO_WAVS = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "demo_wavs"
