@@ -8,7 +8,7 @@ mask's share):
 
 * naive: for each entry, ``dataset[i]`` (audio + Whisper features on the CPU), a batch of one, and
   ``model.generate`` with the mask applied by hooks;
-* bucketed: :func:`ahamask.evaluation.bucketing.decode_bucketed`, batches of ``--batch`` clips of similar
+* bucketed: :func:`ahamask.evaluation.decode.decode_dataset` over length buckets, batches of ``--batch`` clips of similar
   length, Whisper features per batch on the model's device, the mask folded into the weights.
 
 Sets: the ten LibriSpeech demo files (``../shared/reference/demo_wavs``; skipped when absent) and
@@ -64,10 +64,12 @@ def main() -> None:
     setup(args)
 
     from ahamask.config import load_decode_config
+    from ahamask.data.buckets import entry_durations, length_buckets
     from ahamask.data.collate import collate
     from ahamask.data.dataset import SALMONNDataset
-    from ahamask.evaluation.bucketing import decode_bucketed
-    from ahamask.evaluation.evaluator import postprocess
+    from ahamask.evaluation.decode import decode_dataset, postprocess
+    from ahamask.masking.apply import decoding_mask
+    from ahamask.masking.hooks import head_mask
     from ahamask.models.salmonn import SALMONN
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,18 +104,16 @@ def main() -> None:
                 out = []
                 for index in range(len(dataset)):
                     samples = collate([dataset[index]])
-                    out += model.generate(samples, generate, prompts=[prompt], head_weights=mask)
+                    with head_mask(model.decoder, mask):
+                        out += model.generate(samples, generate, prompts=[prompt])
                 answers["naive"] = [postprocess(a) for a in out]
 
             def bucketed(dataset=dataset, answers=answers) -> None:
-                records = decode_bucketed(
-                    model,
-                    dataset,
-                    generate_cfg=generate,
-                    head_weights=mask,
-                    batch_size=args.batch,
-                    progress=False,
-                )
+                buckets = length_buckets(entry_durations(dataset), args.batch)
+                with decoding_mask(model.decoder, mask, "fold"):
+                    records = decode_dataset(
+                        model, dataset, generate_cfg=generate, batches=buckets, progress=False
+                    )
                 answers["bucketed"] = [r["output"] for r in records]
 
             # Only the small demo set gets a warm-up round; the large set amortises first-call costs itself.

@@ -48,7 +48,7 @@ def released_masks(layers: int, seed: int) -> dict[str, tuple[torch.Tensor, floa
     for task, density in RELEASED_DENSITIES.items():
         path = REFERENCE / task / "checkpoint.pth"
         if path.is_file():
-            grid = (load_mask(path).reshape(40, 41) >= 0).float()  # sigmoid(t) >= 0.5  <=>  t >= 0
+            grid = (load_mask(path).values.reshape(40, 41) >= 0).float()  # sigmoid(t) >= 0.5  <=>  t >= 0
             masks[task] = (grid[picked].reshape(-1), float(grid[:, :40].mean()))
         else:
             masks[task] = (random_mask(layers, 40, density, seed), density)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from ahamask.masking.hooks import head_mask
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_masks import base_parser, bench_bundle, figure, interleaved, median_ratio, note, setup  # noqa: E402
 
@@ -47,7 +49,8 @@ class Step:
     def __call__(self) -> None:
         batch = len(self.samples["id"])
         weights = self.gumbel_sigmoid(self.logits.unsqueeze(0).repeat(batch, 1), 1.0, hard=True)
-        loss = self.model(self.samples, prompts=self.prompts, head_weights=weights)["loss"]
+        with head_mask(self.model.decoder, weights):
+            loss = self.model(self.samples, prompts=self.prompts)["loss"]
         (loss + 1e-4 * weights.sum(1).mean()).backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -73,7 +76,8 @@ class Step:
         batch = len(self.samples["id"])
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
             weights = self.gumbel_sigmoid(self.logits.unsqueeze(0).repeat(batch, 1), 1.0, hard=True)
-            loss = self.model(self.samples, prompts=self.prompts, head_weights=weights)["loss"]
+            with head_mask(self.model.decoder, weights):
+                loss = self.model(self.samples, prompts=self.prompts)["loss"]
             (loss + 1e-4 * weights.sum(1).mean()).backward()
         grads = sum(p.grad.nbytes for p in self.trainable if p.grad is not None)
         self.optimizer.step()

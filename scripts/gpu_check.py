@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from ahamask.masking.hooks import head_mask
+
 # Relative |loss_amp - loss_fp32| / |loss_fp32| accepted for a training step (fp16 has 11 mantissa bits, bf16 8;
 # a loss summed over a few hundred logits keeps about 1e-3 relative in fp16 and 1e-2 in bf16).
 AMP_TOLERANCE = {"float16": 5e-3, "bfloat16": 3e-2}
@@ -132,7 +134,8 @@ def training_step(model: Any, samples: dict[str, Any], logits: torch.Tensor) -> 
     logits = logits.detach().to(model.device).requires_grad_(True)
     weights = torch.sigmoid(logits).unsqueeze(0).expand(len(samples["id"]), -1)
     prompts = [model.prompt_for("")] * len(samples["id"])
-    loss = model(samples, prompts=prompts, head_weights=weights)["loss"]
+    with head_mask(model.decoder, weights):
+        loss = model(samples, prompts=prompts)["loss"]
     loss.float().backward()
     return float(loss.detach()), bool(torch.isfinite(logits.grad).all())
 
@@ -169,7 +172,8 @@ def decode_paths(model: Any, mask: torch.Tensor) -> dict[str, Callable[[Any, Any
             return model.generate(samples, gen, prompts=prompts)
 
     def hooks(samples, gen, prompts):
-        return model.generate(samples, gen, prompts=prompts, head_weights=mask)
+        with head_mask(model.decoder, mask):
+            return model.generate(samples, gen, prompts=prompts)
 
     def prune(samples, gen, prompts):
         return pruned.generate(samples, gen, prompts=prompts)

@@ -138,5 +138,5 @@ def train_masks(
         if stale.exists():
             stale.unlink()
         train(load_train_config(path))
-        logits[task] = load_mask(mask_checkpoint(out_dir, task))
+        logits[task] = load_mask(mask_checkpoint(out_dir, task)).values
     return logits

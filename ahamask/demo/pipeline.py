@@ -194,7 +194,7 @@ def run_demo(
         mask_dir,
         masks_fp,
         train_all,
-        lambda: {t: load_mask(mask_checkpoint(mask_dir, t)) for t in settings.tasks},
+        lambda: {t: load_mask(mask_checkpoint(mask_dir, t)).values for t in settings.tasks},
     )
 
     eval_fp = fingerprint(

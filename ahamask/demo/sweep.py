@@ -2,7 +2,7 @@
 
 Conditions per task: each held-out instruction paraphrase (never seen in training), no instruction, the
 task's trained mask with no instruction, and random masks with the same number of active heads (the
-``shuffle_mask`` ablation). Decoding goes through :func:`ahamask.evaluation.evaluator.decode_dataset` and
+``shuffle_mask`` ablation). Decoding goes through :func:`ahamask.evaluation.decode.decode_dataset` and
 scoring through :func:`ahamask.evaluation.scoring.score_predictions`, the functions behind ``evaluate.py``
 and ``scripts/score.py``; every prediction list is also written as an official prediction file.
 
@@ -30,9 +30,11 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..data.dataset import SALMONNDataset
-from ..evaluation.evaluator import decode_dataset
+from ..evaluation.decode import decode_dataset
 from ..evaluation.metrics import register_task, wer
 from ..evaluation.scoring import score_predictions
+from ..evaluation.sweep import encode_dataset
+from ..masking.apply import decoding_mask
 from ..masking.mask import binarize, mask_stats, shuffle_mask
 from ..synth import TASKS, WorldInfo, detect_task, parse_output, task_instructions
 from ..utils.io import atomic_write_json
@@ -249,15 +251,6 @@ def _aggregate(scores: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _speech_embeds(model: Any, clips: CachedClips, batch_size: int) -> torch.Tensor:
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, len(clips), batch_size):
-            batch = clips.collater(clips.items[start : start + batch_size])
-            chunks.append(model.encode_speech(batch["spectrogram"], batch["raw_wav"], batch["padding_mask"]))
-    return torch.cat(chunks)
-
-
 def run_sweep(
     model: Any,
     world: WorldInfo,
@@ -291,7 +284,7 @@ def run_sweep(
     """
     whisper_path = model.cfg.whisper_path
     base_clips = CachedClips.load(world.manifests["test"][tasks[0]], whisper_path)
-    embeds = _speech_embeds(model, base_clips, batch_size)
+    embeds = encode_dataset(model, base_clips, batch_size)  # the evaluation sweep's encoder pass
     plans = []
     for task in tasks:
         clips = base_clips if task == tasks[0] else base_clips.relabel(world.manifests["test"][task])
@@ -306,16 +299,16 @@ def run_sweep(
         scores: dict[str, dict[str, Any]] = {}
         for cond in conditions:
             bar.set_postfix_str(f"{task}: {cond.name}")
-            records = decode_dataset(
-                model,
-                clips,
-                generate_cfg=generate_cfg,
-                instruction=cond.instruction,
-                head_weights=cond.head_weights,
-                batch_size=batch_size,
-                progress=False,
-                speech_embeds=embeds,
-            )
+            with decoding_mask(model.decoder, cond.head_weights, "hooks"):
+                records = decode_dataset(
+                    model,
+                    clips,
+                    generate_cfg=generate_cfg,
+                    instruction=cond.instruction,
+                    batch_size=batch_size,
+                    progress=False,
+                    speech_embeds=embeds,
+                )
             prompt = model.prompt_for(cond.instruction)
             atomic_write_json(
                 {

@@ -16,165 +16,29 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from ..config import DecodeConfig
-from ..masking.checkpoint import load_mask, resolve_mask_path
-from ..masking.fold import fold_head_mask
-from ..masking.mask import binarize, mask_stats, shuffle_mask
+from ..masking.apply import decoding_mask
+from ..masking.names import resolve_mask_path
+from ..masking.value import Mask
+from ..models.backbone import AudioLLM
 from ..utils import distributed as dist_utils
 from ..utils.logging import log_rank_zero
+from .decode import decode_dataset, prepare_config_mask
 from .output import OutputGuard, decode_fingerprint
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "DecodeInterrupted",
-    "postprocess",
-    "decode_dataset",
-    "prepare_mask",
-    "prepare_config_mask",
-    "evaluate",
-    "choose_mask_application",
-    "PRUNE_MAX_DENSITY",
-]
+__all__ = ["DecodeInterrupted", "evaluate"]
 
 
 class DecodeInterrupted(KeyboardInterrupt):
     """Ctrl-C during decoding; the message says how many entries were kept and where."""
-
-
-def postprocess(answer: str) -> str:
-    """The official clean-up of a decoded answer: strip, newlines to spaces, drop a trailing ``</s>``."""
-    answer = answer.strip().replace("\n", " ")
-    return answer[: -len("</s>")] if answer.endswith("</s>") else answer
-
-
-def prepare_mask(
-    path: str,
-    n_layers: int,
-    n_heads: int,
-    prob_threshold: float = 0.5,
-    shuffle: bool = False,
-    shuffle_mode: str = "global",
-    shuffle_seed: int = 0,
-) -> torch.Tensor:
-    """Load a mask file and return the 0/1 head weights to apply (optionally shuffled: random-mask ablation).
-
-    Raises:
-        MaskFileError / MaskShapeError: unreadable file or a mask made for another model (both shapes named).
-    """
-    logits = load_mask(path, n_layers=n_layers, n_heads=n_heads)
-    stats = mask_stats(logits, n_layers, n_heads, prob_threshold)
-    log_rank_zero(logger, "mask %s: after thresholding at %.2f, %s", path, prob_threshold, stats.describe())
-    binary = binarize(logits, prob_threshold)
-    if shuffle:
-        binary = shuffle_mask(binary, n_layers, n_heads, mode=shuffle_mode, seed=shuffle_seed)
-        log_rank_zero(
-            logger,
-            "shuffle_mask: the same number of active heads placed at random (%s, seed %d)",
-            shuffle_mode,
-            shuffle_seed,
-        )
-    return binary
-
-
-def prepare_config_mask(cfg: DecodeConfig, model: Any, path: str) -> torch.Tensor:
-    """:func:`prepare_mask` with the decode config's threshold and shuffle settings (evaluate, sweep, chat)."""
-    return prepare_mask(
-        str(path),
-        model.n_layers,
-        model.n_heads,
-        cfg.prob_threshold,
-        cfg.model.shuffle_mask,
-        cfg.model.shuffle_mask_mode,
-        cfg.model.shuffle_mask_seed,
-    )
-
-
-def decode_dataset(
-    model: Any,
-    dataset: Dataset,
-    *,
-    generate_cfg: Any,
-    instruction: str = "",
-    prompts: Sequence[str] | None = None,
-    mask_logits: torch.Tensor | None = None,
-    head_weights: torch.Tensor | None = None,
-    prob_threshold: float = 0.5,
-    batch_size: int = 4,
-    num_workers: int = 0,
-    indices: Sequence[int] | None = None,
-    progress: bool = True,
-    speech_embeds: torch.Tensor | None = None,
-    on_batch: Callable[[list[int], list[dict[str, Any]]], None] | None = None,
-    speech_cache: Any | None = None,
-) -> list[dict[str, Any]]:
-    """Decode (a subset of) a dataset; returns one record per entry in dataset order.
-
-    Args:
-        model: a :class:`~ahamask.models.salmonn.SALMONN`.
-        dataset: a :class:`~ahamask.data.dataset.SALMONNDataset`.
-        generate_cfg: the ``generate`` keys.
-        instruction: the instruction written after the speech (``""`` with a mask, as the official).
-        prompts: full wrapped prompts per entry instead of ``instruction`` (e.g. per-task prompts).
-        mask_logits: mask logits, binarised with ``prob_threshold``; or give ``head_weights`` (0/1) directly.
-        batch_size, num_workers: DataLoader settings.
-        indices: the entries to decode (a rank's shard); all by default.
-        progress: show a tqdm bar.
-        speech_embeds: [len(indices or dataset), N, D] precomputed speech embeddings (the sweep reuses them:
-            they do not depend on the prompt).
-        on_batch: called after each batch with its dataset indices and records (evaluate keeps them in
-            ``<output>.partial``).
-        speech_cache: a :class:`~ahamask.models.speech_cache.SpeechEmbeddingCache`: each batch's embeddings
-            come from it (computed once per clip over every call that shares it: masks, instructions).
-
-    Returns:
-        ``[{"id", "ground_truth", "output", "task"}]``.
-    """
-    if mask_logits is not None:
-        head_weights = binarize(mask_logits, prob_threshold)
-    order = list(indices) if indices is not None else list(range(len(dataset)))
-    loader = DataLoader(
-        Subset(dataset, order), batch_size=batch_size, num_workers=num_workers, collate_fn=dataset.collater
-    )
-    default_prompt = model.prompt_for(instruction)
-    records: list[dict[str, Any]] = []
-    bar = tqdm(total=len(order), desc="decoding", disable=not progress, leave=False, dynamic_ncols=True)
-    start = 0
-    try:
-        for samples in loader:
-            n = len(samples["id"])
-            batch_prompts = list(prompts[start : start + n]) if prompts is not None else [default_prompt] * n
-            embeds = speech_embeds[start : start + n] if speech_embeds is not None else None
-            if embeds is None and speech_cache is not None:
-                embeds = speech_cache.get_or_compute(samples)
-            answers = model.generate(
-                samples, generate_cfg, prompts=batch_prompts, head_weights=head_weights, speech_embeds=embeds
-            )
-            for i, answer in enumerate(answers):
-                records.append(
-                    {
-                        "id": samples["id"][i],
-                        "ground_truth": samples["text"][i],
-                        "output": postprocess(answer),
-                        "task": samples["task"][i],
-                    }
-                )
-            if on_batch is not None:
-                on_batch(order[start : start + n], records[start : start + n])
-            start += n
-            bar.update(n)
-    finally:
-        bar.close()  # also on an error, so the error line is not drawn over the bar
-    return records
 
 
 def evaluate(
@@ -234,17 +98,17 @@ def evaluate(
 def _decode_and_write(cfg: DecodeConfig, info: Any, guard: OutputGuard, done: dict[int, Any]) -> Path:
     """The body of :func:`evaluate` once the output is locked: load, decode what is missing, write."""
     from ..data.dataset import SALMONNDataset
-    from ..models.salmonn import SALMONN
+    from ..models.backbone import build_backbone
 
     mask_path = cfg.model.weight_mask_path
     if mask_path:
         # A bare released name resolves here, and a bad one fails before minutes of model loading.
         mask_path = str(resolve_mask_path(mask_path, key="model.weight_mask_path"))
     torch.manual_seed(cfg.seed)
-    model = SALMONN.from_config(cfg.model, device=info.device).eval()
-    head_weights = None
+    model = build_backbone(cfg.model, device=info.device).eval()
+    mask = None
     if mask_path:
-        head_weights = prepare_config_mask(cfg, model, mask_path)
+        mask = prepare_config_mask(cfg, model, mask_path)
         if cfg.prompt.strip():
             logger.warning(
                 "a mask is applied together with the instruction %r: AHAMask masks are trained with "
@@ -276,7 +140,7 @@ def _decode_and_write(cfg: DecodeConfig, info: Any, guard: OutputGuard, done: di
 
     try:
         if todo:
-            _decode(cfg, info, model, dataset, head_weights, todo, keep)
+            _decode(cfg, info, model, dataset, mask, todo, keep)
     except KeyboardInterrupt:
         raise DecodeInterrupted(_kept_note(guard, len(shard))) from None
     except BaseException as exc:
@@ -298,58 +162,6 @@ def _decode_and_write(cfg: DecodeConfig, info: Any, guard: OutputGuard, done: di
     return output
 
 
-#: ``mask_application: auto`` prunes a mask that keeps at most this share of the heads and folds any denser
-#: one (see :func:`choose_mask_application` for the measurements behind it).
-PRUNE_MAX_DENSITY = 0.8
-
-
-def choose_mask_application(
-    requested: str, head_weights: torch.Tensor | None, n_layers: int, n_heads: int
-) -> str | None:
-    """How to apply a decoding mask: ``"fold"``, ``"hooks"``, ``"prune"``, or None without a mask.
-
-    The rule of ``auto``: prune when the mask keeps at most :data:`PRUNE_MAX_DENSITY` (80%) of the heads, fold
-    otherwise. Folding costs nothing over the unmasked model (the masked heads are still computed, their
-    ``o_proj`` columns zeroed); pruning removes the masked heads' q/k/v rows and ``o_proj`` columns, which
-    saves work in proportion to the heads removed but leaves layers with odd head counts and a pruning pass
-    at start-up. Measured with ``scripts/bench_prune.py`` (one CPU thread on a loaded machine, LLaMA 8 x 40
-    heads with the released patterns, folded time / pruned time, 7 repeats): 1.06-1.29 for the released
-    masks keeping 52%-79% of the heads (asr_gender, asr_gender_json, emotion, gender), mixed at 82% (asv,
-    gender_asr: 0.85-1.23 over two runs), within noise at 89% (aac) and slower at 95%-97% (asr, osr, s2tt:
-    0.91); so ``auto`` prunes up to 80% and folds above. Pruning also needs a binary mask shared by the whole
-    batch (the same condition as folding); a per-sample or soft mask falls back to hooks.
-
-    Args:
-        requested: ``mask_application`` from the config: ``auto``, ``fold``, ``hooks`` or ``prune``
-            (``fold`` and ``hooks`` are always honoured, so each path stays reachable).
-        head_weights: the 0/1 weights ``[L*(H+1)]`` (or ``[batch, L*(H+1)]``), or None.
-        n_layers, n_heads: the LLM's geometry.
-
-    Returns:
-        The path to use, or None when there is no mask.
-
-    Example:
-        >>> choose_mask_application("auto", binarize(load_mask("asr_gender.pth")), 40, 40)  # 52% kept
-        'prune'
-    """
-    if head_weights is None:
-        return None
-    if requested in ("fold", "hooks"):
-        return requested
-    flat = head_weights.reshape(-1, n_layers, n_heads + 1)[..., :n_heads]
-    uniform = bool((flat == flat[:1]).all())
-    binary = bool(((flat == 0) | (flat == 1)).all())
-    if not (uniform and binary):
-        log_rank_zero(logger, "mask_application=%s: the mask is soft or per-sample; using hooks", requested)
-        return "hooks"
-    density = float(flat[0].float().mean())
-    if requested == "prune" or density <= PRUNE_MAX_DENSITY:
-        log_rank_zero(logger, "mask_application=%s: pruning (%.1f%% of heads kept)", requested, 100 * density)
-        return "prune"
-    log_rank_zero(logger, "mask_application=auto: folding (%.1f%% of heads kept)", 100 * density)
-    return "fold"
-
-
 def _kept_note(guard: OutputGuard, total: int) -> str:
     """Where the decoded entries are, for the one line a late failure or Ctrl-C ends with."""
     if not guard.kept:
@@ -363,35 +175,21 @@ def _kept_note(guard: OutputGuard, total: int) -> str:
 def _decode(
     cfg: DecodeConfig,
     info: Any,
-    model: Any,
+    model: AudioLLM,
     dataset: Any,
-    head_weights: torch.Tensor | None,
+    mask: Mask | None,
     todo: list[int],
     keep: Callable[[list[int], list[dict[str, Any]]], None],
 ) -> None:
     """Decode the entries ``todo`` (in manifest order, or length-bucketed), handing each batch to ``keep``."""
-    common = dict(
-        generate_cfg=cfg.generate,
-        instruction=cfg.prompt,
-        batch_size=cfg.batch_size_eval,
-        num_workers=cfg.num_workers,
-        progress=info.is_main,
-        on_batch=keep,
-        indices=todo,
-    )
-    how = choose_mask_application(cfg.mask_application, head_weights, model.n_layers, model.n_heads)
-    if how == "prune":
-        from ..masking.prune import prune_heads
-
-        # In place: evaluate owns the model and decodes nothing else with it (a copy would double a 13B).
-        model, head_weights = prune_heads(model, head_weights, inplace=True), None
-    fold = how == "fold"
+    batches = None
     if cfg.bucket_by_length and info.world_size == 1:
-        from .bucketing import decode_bucketed
+        from ..data.buckets import entry_durations, length_buckets
 
-        decode_bucketed(model, dataset, head_weights=head_weights, fold=fold, **common)
-        return
-    if cfg.bucket_by_length:
+        wanted = set(todo)
+        buckets = length_buckets(entry_durations(dataset), cfg.batch_size_eval)
+        batches = [kept for kept in ([i for i in bucket if i in wanted] for bucket in buckets) if kept]
+    elif cfg.bucket_by_length:
         log_rank_zero(logger, "bucket_by_length applies to single-process runs; decoding in manifest order")
     speech_cache = None
     if getattr(cfg, "speech_cache_dir", ""):
@@ -399,11 +197,18 @@ def _decode(
 
         # Decoding trains nothing: freezing the front end lets its embeddings be kept for later runs.
         speech_cache = SpeechEmbeddingCache(model.requires_grad_(False), directory=cfg.speech_cache_dir)
-    # Folding the binary mask into o_proj makes masked decoding cost the same as unmasked decoding.
-    context = (
-        fold_head_mask(model, head_weights, apply_ffn=cfg.model.apply_ffn_mask) if fold else nullcontext()
-    )
-    with context:
+    # evaluate owns the model and decodes nothing else with it, so pruning may change it in place.
+    with decoding_mask(model.decoder, mask, cfg.mask_application, apply_ffn=cfg.model.apply_ffn_mask):
         decode_dataset(
-            model, dataset, head_weights=None if fold else head_weights, speech_cache=speech_cache, **common
+            model,
+            dataset,
+            generate_cfg=cfg.generate,
+            instruction=cfg.prompt,
+            batch_size=cfg.batch_size_eval,
+            num_workers=cfg.num_workers,
+            progress=info.is_main,
+            on_batch=keep,
+            indices=todo,
+            batches=batches,
+            speech_cache=speech_cache,
         )

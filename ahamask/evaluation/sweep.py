@@ -32,9 +32,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import DecodeConfig
 from ..data.collate import collate
-from ..masking.mask import check_mask_length, head_weights
+from ..masking.apply import decoding_mask, prepare_mask
+from ..masking.value import Mask
+from ..models.backbone import AudioLLM
 from ..utils.io import atomic_write_json
-from .evaluator import decode_dataset, prepare_config_mask, prepare_mask
+from .decode import decode_dataset, prepare_config_mask
 from .scoring import _METRIC_TITLES, UnknownTaskError, plan_task, score_predictions
 
 logger = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ def load_instructions(path: str | os.PathLike) -> list[str]:
 
 @torch.no_grad()
 def encode_dataset(
-    model: Any,
+    model: AudioLLM,
     dataset: Dataset,
     batch_size: int = 4,
     num_workers: int = 0,
@@ -141,9 +143,7 @@ def encode_dataset(
     """
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=dataset.collater)
     chunks = [
-        speech_cache.get_or_compute(batch)
-        if speech_cache is not None
-        else model.encode_speech(batch.get("spectrogram"), batch.get("raw_wav"), batch.get("padding_mask"))
+        speech_cache.get_or_compute(batch) if speech_cache is not None else model.encode_audio(batch)
         for batch in loader
     ]
     return torch.cat(chunks)
@@ -172,16 +172,20 @@ class _Metadata(Dataset):
 
 
 def _prepare_masks(
-    model: Any, masks: Sequence[str | os.PathLike] | Mapping[str, torch.Tensor], prob_threshold: float
-) -> list[tuple[str, torch.Tensor]]:
-    """(name, 0/1 weights [L*(H+1)]) for mask files (binarised here) or ready 0/1 tensors by name."""
+    model: AudioLLM,
+    masks: Sequence[str | os.PathLike] | Mapping[str, Mask | torch.Tensor],
+    prob_threshold: float,
+) -> list[tuple[str, Mask]]:
+    """(name, gates) for mask files (binarised here) or ready masks by name (a tensor is taken as 0/1 gates)."""
+    geo = model.geometry
     if isinstance(masks, Mapping):
         out = []
-        for name, weights in masks.items():
-            check_mask_length(weights, model.n_layers, model.n_heads, source=f"mask {name!r}")
-            out.append((str(name), weights.detach().float()))
+        for name, mask in masks.items():
+            if not isinstance(mask, Mask):
+                mask = Mask.from_gates(mask.detach().float(), source=f"mask {name!r}")
+            out.append((str(name), mask.fit(geo.n_layers, geo.n_heads).gates(prob_threshold)))
         return out
-    return [(str(p), prepare_mask(str(p), model.n_layers, model.n_heads, prob_threshold)) for p in masks]
+    return [(str(p), prepare_mask(str(p), geo, prob_threshold)) for p in masks]
 
 
 def _check_one_task(tasks: Sequence[str], where: str) -> None:
@@ -209,10 +213,10 @@ def _score(records: list[dict], tasks: list[str], where: str) -> dict[str, Any]:
 
 
 def run_sweep(
-    model: Any,
+    model: AudioLLM,
     dataset: Dataset,
     instructions: Sequence[str],
-    masks: Sequence[str | os.PathLike] | Mapping[str, torch.Tensor] = (),
+    masks: Sequence[str | os.PathLike] | Mapping[str, Mask | torch.Tensor] = (),
     generate_cfg: Any = None,
     task: str | None = None,
     *,
@@ -270,7 +274,7 @@ def run_sweep(
     speech_embeds = encode_dataset(model, dataset, batch_size, num_workers, speech_cache)
     labels_only = _Metadata(annotation)
     # Instruction runs come first, then the masks: results[: len(instructions)] are the variants.
-    runs: list[tuple[str, str | None, torch.Tensor | None]] = [(text, None, None) for text in instructions]
+    runs: list[tuple[str, str | None, Mask | None]] = [(text, None, None) for text in instructions]
     runs += [("", name, weights) for name, weights in mask_list]
 
     results = []
@@ -279,20 +283,21 @@ def run_sweep(
             torch.manual_seed(seed)
         label = f"mask {mask_name}" if mask_name else f"instruction {index}: {instruction!r}"
         logger.info("sweep run %d/%d: %s", index + 1, len(runs), label)
-        records = decode_dataset(
-            model,
-            labels_only,
-            generate_cfg=generate_cfg,
-            instruction=instruction,
-            head_weights=weights,
-            batch_size=batch_size,
-            progress=progress,
-            speech_embeds=speech_embeds,
-        )
+        # Hooks, as every sweep so far: a run's figures stay those of earlier runs bit for bit.
+        with decoding_mask(model.decoder, weights, "hooks"):
+            records = decode_dataset(
+                model,
+                labels_only,
+                generate_cfg=generate_cfg,
+                instruction=instruction,
+                batch_size=batch_size,
+                progress=progress,
+                speech_embeds=speech_embeds,
+            )
         score = _score(records, tasks, f"{where} ({label})")
         active = None
         if weights is not None:
-            active = float(head_weights(weights, model.n_layers, model.n_heads).float().mean())
+            active = float(weights.head_gates().float().mean())
         results.append(
             {
                 "instruction": instruction,
@@ -387,7 +392,7 @@ def instruction_sweep(
         The report of :func:`run_sweep` plus ``config`` (instructions file, generate keys, seed).
     """
     from ..data.dataset import SALMONNDataset
-    from ..models.salmonn import SALMONN
+    from ..models.backbone import build_backbone
     from ..utils import distributed as dist_utils
 
     source = None
@@ -406,7 +411,7 @@ def instruction_sweep(
     torch.manual_seed(cfg.seed)
     # The sweep runs in one process: launched as several it would decode everything N times.
     info = dist_utils.setup_processes(False, device or cfg.device, key=None)
-    model = SALMONN.from_config(cfg.model, device=info.device).eval().requires_grad_(False)
+    model = build_backbone(cfg.model, device=info.device).eval().requires_grad_(False)
     from ..models.speech_cache import SpeechEmbeddingCache
 
     # Inference only, so the front end is frozen: its embeddings are cached (on disk with speech_cache_dir).

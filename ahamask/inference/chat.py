@@ -35,9 +35,11 @@ import torch
 from ..config import ConfigError, DecodeConfig, load_decode_config
 from ..data.audio import AudioError, load_feature_extractor, prepare_audio
 from ..data.collate import collate
-from ..evaluation.evaluator import postprocess, prepare_config_mask
+from ..evaluation.decode import postprocess, prepare_config_mask
+from ..masking.apply import decoding_mask
 from ..masking.checkpoint import MaskFileError
-from ..masking.mask import MaskShapeError, head_weights
+from ..masking.mask import MaskShapeError
+from ..masking.value import Mask
 from ..utils.device import resolve_device
 from ..utils.logging import setup_logging
 
@@ -150,7 +152,7 @@ class ChatSession:
         self.cfg = cfg
         self.feature_extractor = feature_extractor
         self.mask_path: str | None = None
-        self.weights: torch.Tensor | None = None  # [L*(H+1)] 0/1, on the model's device
+        self.weights: Mask | None = None  # 0/1 gates, on the model's device
 
     @property
     def masked(self) -> bool:
@@ -171,11 +173,12 @@ class ChatSession:
             MaskShapeError: the mask was made for another model (both geometries named).
         """
         model, cfg = self.model, self.cfg
-        binary = prepare_config_mask(cfg, model, path)
+        mask = prepare_config_mask(cfg, model, path)
+        binary = mask.values
         # Counted on the applied 0/1 mask, so a shuffled mask reports what is really used (the same counts).
-        heads = int(head_weights(binary, model.n_layers, model.n_heads).sum())
-        n_heads = model.n_layers * model.n_heads
-        self.weights, self.mask_path = binary.to(model.device), str(path)
+        heads = int(mask.head_gates().sum())
+        n_heads = model.geometry.n_layers * model.geometry.n_heads
+        self.weights, self.mask_path = mask.to(model.device), str(path)
         shuffled = " (shuffled: random-mask ablation)" if cfg.model.shuffle_mask else ""
         return (
             f"Using weight mask from {path}{shuffled}. After thresholding at {cfg.prob_threshold:g}, "
@@ -208,7 +211,8 @@ class ChatSession:
         sample = dict(spectrogram=spectrogram, raw_wav=raw_wav, text="", task="", Q="", id=str(wav))
         samples = collate([sample])
         prompt = self.model.prompt_for(instruction)
-        answers = self.model.generate(samples, self.cfg.generate, prompts=[prompt], head_weights=self.weights)
+        with decoding_mask(self.model.decoder, self.weights, "hooks"):
+            answers = self.model.generate(samples, self.cfg.generate, prompts=[prompt])
         return postprocess(answers[0])
 
 
@@ -299,11 +303,11 @@ def chat(
     Example:
         >>> chat(load_decode_config("configs/decode_config.yaml"), wav="question.wav")
     """
-    from ..models.salmonn import SALMONN  # the model stack imports transformers: loaded only when used
+    from ..models.backbone import build_backbone  # the model stack imports transformers: loaded on use
 
     # Seeded as evaluate.py seeds, so sampled decoding (generate.do_sample) answers as it does there.
     torch.manual_seed(cfg.seed)
-    model = SALMONN.from_config(cfg.model, device=resolve_device(device or cfg.device)).eval()
+    model = build_backbone(cfg.model, device=resolve_device(device or cfg.device)).eval()
     session = ChatSession(model, cfg, load_feature_extractor(cfg.model.whisper_path))
     if wav is not None:
         info = info or (lambda line: print(line, file=sys.stderr))

@@ -37,6 +37,7 @@ from .. import __version__
 from ..utils.io import atomic_open, atomic_write_json
 from .mask import MaskShapeError, check_mask_length
 from .names import MASK_FILE_NAME, MaskFileError, resolve_mask_path
+from .value import Mask
 
 __all__ = [
     "MASK_CONFIG_NAME",
@@ -197,10 +198,8 @@ def mask_geometry(path: str | os.PathLike) -> tuple[int, int] | None:
     return next(iter(stated.values()), None)
 
 
-def load_mask(
-    path: str | os.PathLike, *, n_layers: int | None = None, n_heads: int | None = None
-) -> torch.Tensor:
-    """Read mask logits from a released ``.pth``, a safetensors file, a mask folder or a released name.
+def load_mask(path: str | os.PathLike, *, n_layers: int | None = None, n_heads: int | None = None) -> Mask:
+    """Read a mask (logits) from a released ``.pth``, a safetensors file, a mask folder or a released name.
 
     Args:
         path: ``checkpoint.pth`` (released / training format), ``*.safetensors``, a folder holding
@@ -210,7 +209,9 @@ def load_mask(
             against it (and against the geometry its metadata or sidecar states).
 
     Returns:
-        float32 tensor [L*(H+1)] (a 2-D ``[L, H+1]`` tensor is flattened layer-major).
+        A logits :class:`~ahamask.masking.value.Mask`: ``.values`` is a float32 tensor [L*(H+1)] (a 2-D
+        ``[L, H+1]`` tensor is flattened layer-major); its geometry is the one the caller named or the file
+        states (None for a released ``.pth`` without a sidecar), its ``source`` the path.
 
     Raises:
         MaskFileError: missing file, unsafe or corrupt pickle, no tensor inside, non-finite values, a
@@ -219,8 +220,8 @@ def load_mask(
             message names the dimension that differs.
 
     Example:
-        >>> logits = load_mask("../shared/reference/legacy_checkpoints/gender_librispeech/checkpoint.pth")
-        >>> logits.shape
+        >>> mask = load_mask("../shared/reference/legacy_checkpoints/gender_librispeech/checkpoint.pth")
+        >>> mask.values.shape
         torch.Size([1640])
     """
     path = resolve_mask_path(path)
@@ -264,11 +265,13 @@ def load_mask(
                 f"(mask {stated[0]} x {stated[1]}, model {n_layers} x {n_heads})"
             )
         check_mask_length(tensor, n_layers, n_heads, source=str(path))
-    return tensor
+        stated = (n_layers, n_heads)
+    n_layers, n_heads = stated if stated is not None else (None, None)
+    return Mask(tensor, "logits", n_layers, n_heads, source=str(path))
 
 
 def save_mask(
-    logits: torch.Tensor,
+    logits: torch.Tensor | Mask,
     path: str | os.PathLike,
     *,
     n_layers: int | None = None,
@@ -279,7 +282,7 @@ def save_mask(
     """Write mask logits atomically, in the released ``.pth`` format or as safetensors (by suffix).
 
     Args:
-        logits: [L*(H+1)] or [L, H+1].
+        logits: [L*(H+1)] or [L, H+1], or a logits :class:`Mask`.
         path: destination; ``.safetensors`` selects safetensors, anything else the released format.
         n_layers, n_heads: checked against the length when given, and recorded (safetensors metadata).
         base_model: an identifier of the model the mask was trained on (recorded in safetensors metadata).
@@ -289,6 +292,10 @@ def save_mask(
         The path written.
     """
     path = Path(path)
+    if isinstance(logits, Mask):  # a Mask states its geometry; the caller's, when given, must agree
+        n_layers = n_layers if n_layers is not None else logits.n_layers
+        n_heads = n_heads if n_heads is not None else logits.n_heads
+        logits = logits.logits
     flat = logits.detach().float().cpu().reshape(-1).contiguous()
     if n_layers is not None and n_heads is not None:
         check_mask_length(flat, n_layers, n_heads, source=str(path))
@@ -347,8 +354,3 @@ def save_mask_folder(
     )
     write_mask_config(folder, n_layers, n_heads, base_model=base_model, extra=extra_config)
     return out
-
-
-def describe_metadata(path: str | os.PathLike) -> str:
-    """Metadata of a safetensors mask as sorted JSON (for ``scripts/inspect_mask.py``)."""
-    return json.dumps(read_mask_metadata(path), sort_keys=True)

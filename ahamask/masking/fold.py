@@ -32,6 +32,7 @@ from .hf_layout import (
 )
 from .hooks import model_geometry
 from .mask import MaskShapeError
+from .value import Mask, gate_values
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,9 @@ def _o_proj_weights(o_proj: nn.Module, where: str) -> list[torch.Tensor]:
 
 
 @contextlib.contextmanager
-def fold_head_mask(model: nn.Module, mask: torch.Tensor | None, *, apply_ffn: bool = False) -> Iterator[int]:
+def fold_head_mask(
+    model: nn.Module, mask: Mask | torch.Tensor | None, *, apply_ffn: bool = False
+) -> Iterator[int]:
     """Apply a binary mask by zeroing ``o_proj`` input columns for the duration of a block.
 
     Gives the same outputs as :func:`ahamask.masking.hooks.head_mask` with the same 0/1 mask (to float
@@ -167,7 +170,8 @@ def fold_head_mask(model: nn.Module, mask: torch.Tensor | None, *, apply_ffn: bo
 
     Args:
         model: a SALMONN (its ``llama_model`` is used) or a LLaMA-style LLM, peft-wrapped or not.
-        mask: 0/1 mask (see :func:`head_keep_grid` for the layouts); ``None`` folds nothing.
+        mask: a :class:`~ahamask.masking.value.Mask` (logits binarised at 0.5) or a 0/1 tensor (see
+            :func:`head_keep_grid` for the layouts); ``None`` folds nothing.
         apply_ffn: also zero ``mlp.down_proj`` of layers whose FFN gate is 0 (the official never applies it).
 
     Yields:
@@ -181,6 +185,7 @@ def fold_head_mask(model: nn.Module, mask: torch.Tensor | None, *, apply_ffn: bo
         >>> with fold_head_mask(model, binarize(load_mask("gender.pth"))):
         ...     answers = model.generate(batch, cfg, prompts=prompts)
     """
+    mask = gate_values(mask)
     if mask is None:
         yield 0
         return

@@ -22,6 +22,7 @@ from torch import nn
 
 from .hf_layout import attention, attention_geometry, decoder_layers, feed_forward, output_projection
 from .mask import MaskShapeError, as_grid, binarize, check_mask_length
+from .value import Mask, gate_values
 
 __all__ = [
     "decoder_layers",
@@ -32,6 +33,7 @@ __all__ = [
     "head_mask",
     "ablate_heads",
     "ahamask_hook_count",
+    "current_weights",
 ]
 
 _REGISTRY_ATTR = "_ahamask_head_hooks"
@@ -67,6 +69,7 @@ class HeadMaskHooks:
         self.model = model
         self.n_layers, self.n_heads, self.head_dim = model_geometry(model)
         self.apply_ffn = apply_ffn
+        self.weights: torch.Tensor | None = None  # the gates as given to set_weights
         self._heads: torch.Tensor | None = None  # [rows, L, H]
         self._ffn: torch.Tensor | None = None  # [rows, L]
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -77,13 +80,15 @@ class HeadMaskHooks:
         getattr(model, _REGISTRY_ATTR, None) or setattr(model, _REGISTRY_ATTR, [])
         getattr(model, _REGISTRY_ATTR).append(self)
 
-    def set_weights(self, weights: torch.Tensor | None) -> None:
+    def set_weights(self, weights: Mask | torch.Tensor | None) -> None:
         """Set the mask weights applied from now on.
 
         Args:
             weights: ``None`` (no masking), ``[L*(H+1)]`` for the whole batch or ``[rows, L*(H+1)]`` per
                 sample; any float values (0/1 from a binarised mask, soft or straight-through from training).
         """
+        weights = gate_values(weights)
+        self.weights = weights
         if weights is None:
             self._heads = self._ffn = None
             return
@@ -148,6 +153,17 @@ def remove_head_hooks(model: nn.Module) -> int:
     return len(registry)
 
 
+def current_weights(model: nn.Module) -> torch.Tensor | None:
+    """The gates the hooks attached to ``model`` apply now (the innermost block's), or None.
+
+    For tests and debugging: what a forward pass running now is masked with, however the run set it up.
+    """
+    for hooks in reversed(getattr(model, _REGISTRY_ATTR, [])):
+        if hooks.weights is not None:
+            return hooks.weights
+    return None
+
+
 def ahamask_hook_count(model: nn.Module) -> int:
     """How many ahamask hook handles are attached (0 after every context manager has exited)."""
     return sum(len(h._handles) for h in getattr(model, _REGISTRY_ATTR, []))
@@ -156,9 +172,9 @@ def ahamask_hook_count(model: nn.Module) -> int:
 @contextlib.contextmanager
 def head_mask(
     model: nn.Module,
-    mask: torch.Tensor | None,
+    mask: Mask | torch.Tensor | None,
     *,
-    logits: bool | None = None,
+    logits: bool = False,
     prob_threshold: float = 0.5,
     apply_ffn: bool = False,
 ) -> Iterator[HeadMaskHooks]:
@@ -166,23 +182,22 @@ def head_mask(
 
     Args:
         model: the LLM (or anything containing it, e.g. a peft model).
-        mask: ``[L*(H+1)]`` or ``[batch, L*(H+1)]``; ``None`` applies nothing.
-        logits: ``True`` binarises with ``sigmoid(mask) >= prob_threshold`` (released masks); ``False``
-            uses the values as weights; ``None`` guesses: values all in {0, 1} are weights, else logits.
+        mask: a :class:`~ahamask.masking.value.Mask` (logits are binarised with ``sigmoid >= prob_threshold``),
+            or a ``[L*(H+1)]`` / ``[batch, L*(H+1)]`` tensor; ``None`` applies nothing.
+        logits: a tensor ``mask`` holds logits (binarised) rather than gates (used as given). Nothing is
+            guessed from the values: all-zero logits and all-zero gates mean different things.
         prob_threshold: threshold for logits.
         apply_ffn: also gate each layer's FFN output with the mask's last entry (off in the official code).
 
     Example:
-        >>> with head_mask(model.llama_model, load_mask("gender.pth")):
+        >>> with head_mask(model.decoder, load_mask("gender_librispeech")):
         ...     model.generate(batch, cfg)
     """
     hooks = HeadMaskHooks(model, apply_ffn=apply_ffn)
     try:
-        if mask is not None:
-            is_binary = bool(((mask == 0) | (mask == 1)).all())
-            if logits or (logits is None and not is_binary):
-                mask = binarize(mask, prob_threshold)
-        hooks.set_weights(mask)
+        if isinstance(mask, torch.Tensor) and logits:
+            mask = binarize(mask, prob_threshold)
+        hooks.set_weights(gate_values(mask, prob_threshold))
         yield hooks
     finally:
         hooks.remove()

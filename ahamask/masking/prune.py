@@ -43,6 +43,7 @@ from .hf_layout import (
     set_query_groups,
 )
 from .hooks import model_geometry
+from .value import Mask, gate_values
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def _kv_heads(llm: nn.Module, n_heads: int) -> int:
     return kv_heads(attention(decoder_layers(llm)[0]), n_heads)
 
 
-def prune_heads(model: nn.Module, mask: torch.Tensor, *, inplace: bool = False) -> nn.Module:
+def prune_heads(model: nn.Module, mask: Mask | torch.Tensor, *, inplace: bool = False) -> nn.Module:
     """Physically remove the heads a binary mask switches off (inference only).
 
     Args:
@@ -212,6 +213,7 @@ def prune_heads(model: nn.Module, mask: torch.Tensor, *, inplace: bool = False) 
         >>> fast = prune_heads(model, binarize(load_mask("asr.pth")))
         >>> answers = fast.generate(batch, cfg, prompts=prompts)
     """
+    mask = gate_values(mask)
     llm = resolve_llm(model)
     if getattr(llm, _PRUNED_ATTR, None) is not None:
         raise ValueError("prune_heads: this model is already pruned; prune the original model instead")

@@ -2,8 +2,9 @@
 
 Attribute names follow the official ``models/salmonn.py`` so that official checkpoints load by key
 (``speech_Qformer``, ``speech_query_tokens``, ``speech_llama_proj``, ``ln_speech``, ``ln_audio``,
-``llama_model``, ``beats``). Head masks are applied by hooks (:mod:`ahamask.masking.hooks`) rather than a
-forked ``modeling_llama.py``. Where this module departs from the official behaviour it says so:
+``llama_model``, ``beats``). Head masks are not arguments of ``forward`` / ``generate``: a run attaches them
+to :attr:`SALMONN.decoder` once (hooks, folded weights or pruned heads: :mod:`ahamask.masking.apply`), which
+replaces the official forked ``modeling_llama.py``. Where this module departs from the official behaviour it says so:
 
 * each sample's sequence is packed without inner padding (the official pads prompt halves to the batch's
   longest, leaving pad tokens between prompt and target); identical when prompts have the same length,
@@ -31,8 +32,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..masking.geometry import MaskGeometry, decoder_geometry
-from ..masking.hooks import head_mask, model_geometry
-from ..masking.mask import binarize, check_mask_length
+from ..masking.hooks import model_geometry
 from .backbone import PromptInputs
 from .beam_search import (
     Row0StoppingCriteria,
@@ -445,17 +445,10 @@ class SALMONN(nn.Module):
         return prompts
 
     # ------------------------------------------------------------------ forward / generate
-    def _mask_context(self, head_weights: torch.Tensor | None) -> contextlib.AbstractContextManager:
-        if head_weights is None:
-            return contextlib.nullcontext()
-        check_mask_length(head_weights, self.n_layers, self.n_heads)
-        return head_mask(self.llama_model, head_weights, logits=False, apply_ffn=self.cfg.apply_ffn_mask)
-
     def forward(
         self,
         samples: Mapping[str, Any],
         prompts: Sequence[str] | None = None,
-        head_weights: torch.Tensor | None = None,
         speech_embeds: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Token cross-entropy of the targets (mean over all target tokens of the batch, as the official).
@@ -463,7 +456,6 @@ class SALMONN(nn.Module):
         Args:
             samples: a collated batch (``spectrogram``, ``raw_wav``, ``padding_mask``, ``text``, ``task``, ``Q``).
             prompts: wrapped prompts, one per sample; ``None`` draws them from ``prompt_path`` (or none).
-            head_weights: mask weights ``[L*(H+1)]`` or ``[batch, L*(H+1)]`` used as given (soft or 0/1).
             speech_embeds: precomputed :meth:`encode_speech` output (cached training skips the encoders).
 
         Returns:
@@ -476,7 +468,7 @@ class SALMONN(nn.Module):
         if prompts is None:
             prompts = self.choose_prompts(samples)
         embeds, attention, labels = self.build_inputs(speech_embeds, prompts, samples["text"])
-        with self._mask_context(head_weights), self.maybe_autocast():
+        with self.maybe_autocast():
             out = self.llama_model(
                 inputs_embeds=embeds, attention_mask=attention, labels=labels, return_dict=True
             )
@@ -512,9 +504,6 @@ class SALMONN(nn.Module):
         samples: Mapping[str, Any],
         generate_cfg: Any = None,
         prompts: Sequence[str] | None = None,
-        weight_tensor: torch.Tensor | None = None,
-        prob_threshold: float = 0.5,
-        head_weights: torch.Tensor | None = None,
         speech_embeds: torch.Tensor | None = None,
     ) -> list[str]:
         """Decode answers for a batch.
@@ -523,16 +512,11 @@ class SALMONN(nn.Module):
             samples: a collated batch.
             generate_cfg: the official ``generate`` keys (dict or ``GenerateConfig``).
             prompts: wrapped prompts per sample (see :func:`wrap_instruction`), or None for no prompt.
-            weight_tensor: mask logits (official name): binarised with ``sigmoid >= prob_threshold``.
-            prob_threshold: threshold for ``weight_tensor``.
-            head_weights: mask weights used as given (0/1), instead of ``weight_tensor``.
             speech_embeds: precomputed speech embeddings.
 
         Returns:
             One decoded string per sample (special tokens removed).
         """
-        if weight_tensor is not None:
-            head_weights = binarize(weight_tensor.to(self.device), prob_threshold)
         if speech_embeds is None:
             speech_embeds = self.encode_speech(
                 samples["spectrogram"], samples.get("raw_wav"), samples.get("padding_mask")
@@ -540,7 +524,7 @@ class SALMONN(nn.Module):
         embeds, attention, _ = self.build_inputs(speech_embeds, prompts, None, pad_left=True)
         kwargs = self.generation_kwargs(generate_cfg or {})
         scoring, stop_rule = decode_rules(generate_cfg or {})
-        with self._mask_context(head_weights), self.maybe_autocast():
+        with self.maybe_autocast():
             if scoring == "official" and kwargs["num_beams"] > 1:
                 # transformers 4.28's beam search, as the paper decoded (ahamask.models.beam_search).
                 out = official_beam_search(

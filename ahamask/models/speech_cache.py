@@ -66,15 +66,27 @@ def tensor_digest(hasher: Any, tensor: torch.Tensor) -> None:
     hasher.update(memoryview(flat.numpy()))
 
 
-def _front_end_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """(name, tensor) of every parameter and buffer before the LLM, in a fixed order."""
+def _front_end_parts(model: nn.Module) -> list[tuple[str, nn.Module | torch.Tensor]]:
+    """The named parts before the LLM: SALMONN's :data:`FRONT_END_MODULES`, or for another backbone every
+    top-level child that is not (and does not hold) its ``decoder``."""
+    if any(hasattr(model, attr) for attr in FRONT_END_MODULES):
+        return [(a, getattr(model, a)) for a in FRONT_END_MODULES if getattr(model, a, None) is not None]
+    decoder_params = {id(p) for p in model.decoder.parameters()}
+    return [
+        (name, child)
+        for name, child in model.named_children()
+        if not any(id(p) in decoder_params for p in child.parameters())
+    ]
+
+
+def _front_end_tensors(model: nn.Module, parameters_only: bool = False) -> list[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every parameter (and buffer, unless ``parameters_only``) before the LLM, in order."""
     items: list[tuple[str, torch.Tensor]] = []
-    for attr in FRONT_END_MODULES:
-        part = getattr(model, attr, None)
-        if part is None:
-            continue
+    for attr, part in _front_end_parts(model):
         if isinstance(part, torch.Tensor):
             items.append((attr, part))
+        elif parameters_only:
+            items += [(f"{attr}.{name}", t) for name, t in part.named_parameters()]
         else:
             items += [(f"{attr}.{name}", t) for name, t in part.state_dict(keep_vars=True).items()]
     return items
@@ -125,7 +137,7 @@ class SpeechEmbeddingCache:
     Example:
         >>> cache = SpeechEmbeddingCache(model)
         >>> embeds = cache.get_or_compute(batch)  # [batch, windows * queries, llm_hidden]
-        >>> loss = model(batch, head_weights=weights, speech_embeds=embeds)["loss"]
+        >>> loss = model(batch, speech_embeds=embeds)["loss"]
     """
 
     def __init__(
@@ -138,7 +150,7 @@ class SpeechEmbeddingCache:
     ) -> None:
         if not keep_in_memory and directory is None:
             raise ValueError("SpeechEmbeddingCache: keep_in_memory=False needs a directory")
-        for name, tensor in _front_end_tensors(model):
+        for name, tensor in _front_end_tensors(model, parameters_only=True):
             if tensor.requires_grad:
                 raise ValueError(
                     f"SpeechEmbeddingCache: {name} requires grad, so its embeddings change as it trains; "
@@ -146,7 +158,8 @@ class SpeechEmbeddingCache:
                 )
         self.model = model
         self.keep_in_memory = keep_in_memory
-        self.fingerprint = fingerprint or model_fingerprint(model)
+        key = getattr(model, "speech_cache_key", None)  # the backbone interface; plain modules: hashed here
+        self.fingerprint = fingerprint or (key() if callable(key) else model_fingerprint(model))
         self.directory = Path(directory) / self.fingerprint[:32] if directory is not None else None
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -188,8 +201,10 @@ class SpeechEmbeddingCache:
 
             extractor = getattr(self, "_extractor_digest", None)
             if extractor is None:
-                extractor = self._extractor_digest = extractor_fingerprint(
-                    self.model.whisper_feature_extractor
+                # SALMONN's extractor is not in its fingerprint; other backbones' speech_cache_key covers theirs.
+                own = getattr(self.model, "whisper_feature_extractor", None)
+                extractor = self._extractor_digest = (
+                    extractor_fingerprint(own) if own is not None else "in-key"
                 )
             context += f"|device-features|{extractor}".encode()
         with_beats = getattr(self.model, "beats", None) is not None and samples.get("raw_wav") is not None
@@ -244,8 +259,7 @@ class SpeechEmbeddingCache:
 
     # ------------------------------------------------------------------ public
     def _check_eval(self) -> None:
-        for attr in FRONT_END_MODULES:
-            part = getattr(self.model, attr, None)
+        for attr, part in _front_end_parts(self.model):
             if isinstance(part, nn.Module) and any(m.training for m in part.modules()):
                 raise ValueError(
                     f"SpeechEmbeddingCache: model.{attr} is in training mode (dropout would make every pass "
@@ -259,7 +273,7 @@ class SpeechEmbeddingCache:
             samples: a collated batch (``spectrogram``, and ``raw_wav`` / ``padding_mask`` for BEATs).
 
         Returns:
-            [batch, windows * queries, llm_hidden] on the model's device: ``model.encode_speech(...)`` of this
+            [batch, windows * queries, llm_hidden] on the model's device: ``model.encode_audio(...)`` of this
             batch when any sample is missing (counted in ``misses``; the others are recomputed with it and
             counted nowhere), else the stored rows (counted in ``hits``).
 
@@ -276,9 +290,7 @@ class SpeechEmbeddingCache:
             # another batch size (Whisper: about 5e-7 between 1 and 4 clips), and the output must equal the
             # uncached run's bit for bit. Training batches all have the same size, so entries do too.
             with torch.no_grad():
-                embeds = self.model.encode_speech(
-                    samples.get("spectrogram"), samples.get("raw_wav"), samples.get("padding_mask")
-                )
+                embeds = self.model.encode_audio(samples)
             for index in missing:
                 self._store(keys[index], embeds[index])
             return embeds.detach()

@@ -81,7 +81,7 @@ def load_with_geometry(spec: str, n_layers: int | None = None, n_heads: int | No
     if (n_layers is None) != (n_heads is None):
         raise ToolError("--n-layers and --n-heads go together: give both or neither")
     path = resolve_mask_path(spec)
-    logits = load_mask(path)
+    logits = load_mask(path).values
     stated = mask_geometry(path)
     if stated is not None:
         if n_layers is not None and (n_layers, n_heads) != stated:

@@ -25,7 +25,6 @@ import logging
 import math
 import re
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,9 @@ from tqdm import tqdm
 from ..config import TrainConfig, to_yaml
 from ..data.dataset import SALMONNDataset
 from ..masking.gumbel import gumbel_sigmoid
+from ..masking.hooks import HeadMaskHooks
 from ..masking.mask import HeadMask, binarize, mask_stats
-from ..models.salmonn import SALMONN
+from ..models.backbone import build_backbone
 from ..utils import distributed as dist_utils
 from ..utils.io import atomic_torch_save
 from ..utils.logging import JsonlLogger, MultiLogger, TensorBoardLogger, log_rank_zero
@@ -161,18 +161,19 @@ class MaskTrainer:
 
     def _setup_model(self) -> None:
         run = self.cfg.run
-        # The official train.py copies run.norm_lambda into the model config; the trainer owns it here.
-        model_cfg = replace(self.cfg.model, norm_lambda=run.norm_lambda)
-        self.model = SALMONN.from_config(model_cfg, device=self.device)
+        # The official train.py copies run.norm_lambda into the model config; the model never reads it and
+        # the trainer reads run.norm_lambda, so there is one copy.
+        self.model = build_backbone(self.cfg.model, device=self.device)
         self.model.requires_grad_(False)
-        self.model.eval()  # dropout off in every SALMONN module, as the official (lm_model.eval())
+        self.model.eval()  # dropout off in every module, as the official (lm_model.eval())
+        geometry = self.model.geometry
         if self.resume_state is not None:
-            check_resume_geometry(
-                self.resume_state, self.resume_path, self.model.n_layers, self.model.n_heads
-            )
+            check_resume_geometry(self.resume_state, self.resume_path, geometry.n_layers, geometry.n_heads)
+        # Hooks attached once for the run; each step sets its gates (HeadMaskHooks.set_weights).
+        self.mask_hooks = HeadMaskHooks(self.model.decoder, apply_ffn=self.cfg.model.apply_ffn_mask)
         self.mask = HeadMask(
-            self.model.n_layers,
-            self.model.n_heads,
+            geometry.n_layers,
+            geometry.n_heads,
             run.mask_init_mean,
             run.mask_init_std,
             generator=RunRandomness.mask_init(run.seed),
@@ -180,7 +181,7 @@ class MaskTrainer:
         # Everything before the LLM is frozen, so with run.cache_speech_embeds each clip is encoded once.
         self.speech_cache = None
         if run.cache_speech_embeds:
-            from .speech_cache import SpeechEmbeddingCache
+            from ..models.speech_cache import SpeechEmbeddingCache
 
             # The front end is frozen and in eval mode; on disk too when run.speech_cache_dir is set.
             self.speech_cache = SpeechEmbeddingCache(self.model, directory=run.speech_cache_dir or None)
@@ -193,9 +194,7 @@ class MaskTrainer:
         options = {"skip_bad_entries": data.skip_bad_entries, "resampler": data.resampler}
         self.train_set = SALMONNDataset(data.train_ann_path, whisper, **options)
         self.valid_set = (
-            SALMONNDataset(data.valid_ann_path, whisper, **options)
-            if data.valid_ann_path
-            else None
+            SALMONNDataset(data.valid_ann_path, whisper, **options) if data.valid_ann_path else None
         )
         self.loader = CyclingLoader(
             self.train_set,
@@ -240,8 +239,8 @@ class MaskTrainer:
             "AHAMask training: %d trainable mask logits (%d layers x (%d heads + 1)); %d frozen SALMONN parameters; "
             "%d steps (%d epochs x %d); output %s",
             self.mask.tensor.numel(),
-            self.model.n_layers,
-            self.model.n_heads,
+            self.mask.n_layers,
+            self.mask.n_heads,
             sum(p.numel() for p in self.model.parameters()),
             self.total_steps,
             self.cfg.run.optims.max_epoch,
@@ -285,7 +284,11 @@ class MaskTrainer:
             weights = self.mask_weights(batch_size, tau)
             normalizer = weights.sum(dim=1).mean()
             embeds = self.speech_cache.get_or_compute(samples) if self.speech_cache is not None else None
-            out = self.model(samples, prompts=prompts, head_weights=weights, speech_embeds=embeds)
+            self.mask_hooks.set_weights(weights)
+            try:
+                out = self.model(samples, prompts=prompts, speech_embeds=embeds)
+            finally:
+                self.mask_hooks.set_weights(None)  # the graph is kept by the loss, not by the hooks
             ce = out["loss"]
             loss = ce + run.norm_lambda * normalizer
         if not torch.isfinite(loss):
@@ -299,7 +302,7 @@ class MaskTrainer:
         if stepped:
             self._optimizer_step()
         self.global_step += 1
-        active = mask_stats(self.mask.tensor.detach(), self.model.n_layers, self.model.n_heads).active_heads
+        active = mask_stats(self.mask.tensor.detach(), self.mask.n_layers, self.mask.n_heads).active_heads
         return {
             "loss": loss.item(),
             "ce": ce.item(),
@@ -444,16 +447,22 @@ class MaskTrainer:
         )
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
         prompt = self.model.prompt_for("") if self.cfg.model.prompt_template else None
-        for index, samples in enumerate(loader):
-            if run.max_val_batches and index >= run.max_val_batches:
-                break
-            prompts = [prompt] * len(samples["id"]) if prompt else None
-            with self._autocast():
-                embeds = self.speech_cache.get_or_compute(samples) if self.speech_cache is not None else None
-                out = self.model(samples, prompts=prompts, head_weights=weights, speech_embeds=embeds)
-            total += torch.tensor(
-                [out["loss"].item() * len(samples["id"]), len(samples["id"])], device=self.device
-            )
+        self.mask_hooks.set_weights(weights)
+        try:
+            for index, samples in enumerate(loader):
+                if run.max_val_batches and index >= run.max_val_batches:
+                    break
+                prompts = [prompt] * len(samples["id"]) if prompt else None
+                with self._autocast():
+                    embeds = (
+                        self.speech_cache.get_or_compute(samples) if self.speech_cache is not None else None
+                    )
+                    out = self.model(samples, prompts=prompts, speech_embeds=embeds)
+                total += torch.tensor(
+                    [out["loss"].item() * len(samples["id"]), len(samples["id"])], device=self.device
+                )
+        finally:
+            self.mask_hooks.set_weights(None)
         if self.dist.world_size > 1:
             torch.distributed.all_reduce(total)
         loss = (total[0] / total[1]).item() if total[1] else math.nan
@@ -492,8 +501,8 @@ class MaskTrainer:
                 "rng": rng_states,
                 "epoch_totals": dict(self.epoch_totals),
                 "epoch_count": self.epoch_count,
-                "n_layers": self.model.n_layers,
-                "n_heads": self.model.n_heads,
+                "n_layers": self.mask.n_layers,
+                "n_heads": self.mask.n_heads,
             },
         }
         atomic_torch_save(state, path)
@@ -581,7 +590,9 @@ class MaskTrainer:
             handle.write(line + "\n")
 
     def cleanup(self) -> None:
-        """Close the metric writers and the process group."""
+        """Remove the mask hooks; close the metric writers and the process group."""
+        if getattr(self, "mask_hooks", None) is not None:
+            self.mask_hooks.remove()
         if self.metrics is not None:
             self.metrics.close()
         if self.dist.world_size > 1:

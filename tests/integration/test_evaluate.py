@@ -13,8 +13,12 @@ import pytest
 import torch
 
 from ahamask.config import load_decode_config
-from ahamask.evaluation.evaluator import evaluate, postprocess, prepare_mask
+from ahamask.evaluation.decode import postprocess
+from ahamask.evaluation.evaluator import evaluate
+from ahamask.masking.apply import prepare_mask
 from ahamask.masking.checkpoint import save_mask
+from ahamask.masking.geometry import MaskGeometry
+from ahamask.masking.hooks import current_weights
 from ahamask.models.salmonn import SALMONN
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,10 +58,10 @@ def _captured_prompts(monkeypatch, cfg):
     seen = {}
     original = SALMONN.generate
 
-    def spy(self, samples, generate_cfg=None, prompts=None, head_weights=None, **kwargs):
+    def spy(self, samples, generate_cfg=None, prompts=None, **kwargs):
         seen.setdefault("prompts", []).extend(prompts)
-        seen.setdefault("weights", []).append(head_weights)
-        return original(self, samples, generate_cfg, prompts=prompts, head_weights=head_weights, **kwargs)
+        seen.setdefault("weights", []).append(current_weights(self.decoder))  # the mask applied now
+        return original(self, samples, generate_cfg, prompts=prompts, **kwargs)
 
     monkeypatch.setattr(SALMONN, "generate", spy)
     evaluate(cfg)
@@ -103,12 +107,15 @@ def test_instruction_with_a_mask_is_warned_about(tiny_bundle, tmp_path, mask_fil
 
 
 def test_shuffle_mask_keeps_the_head_count(mask_file):
-    plain = prepare_mask(str(mask_file), 2, 4)
-    shuffled = [prepare_mask(str(mask_file), 2, 4, shuffle=True, shuffle_seed=s) for s in range(6)]
+    geometry = MaskGeometry(2, 4, 4, 16)
+    plain = prepare_mask(str(mask_file), geometry).values
+    shuffled = [prepare_mask(str(mask_file), geometry, shuffle=True, shuffle_seed=s).values for s in range(6)]
     for mask in shuffled:
         assert mask.view(2, 5)[:, :4].sum() == plain.view(2, 5)[:, :4].sum() == 6
     assert any(not torch.equal(m, plain) for m in shuffled)
-    per_layer = prepare_mask(str(mask_file), 2, 4, shuffle=True, shuffle_mode="per_layer", shuffle_seed=1)
+    per_layer = prepare_mask(
+        str(mask_file), geometry, shuffle=True, shuffle_mode="per_layer", shuffle_seed=1
+    ).values
     assert per_layer.view(2, 5)[:, :4].sum(1).tolist() == [3.0, 3.0]
 
 

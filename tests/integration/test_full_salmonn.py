@@ -10,7 +10,9 @@ import torch
 from ahamask.config import load_decode_config
 from ahamask.data.collate import collate
 from ahamask.data.dataset import SALMONNDataset
+from ahamask.masking.apply import decoding_mask
 from ahamask.masking.checkpoint import load_mask
+from ahamask.masking.value import Mask
 from ahamask.models.checkpoint import load_salmonn_checkpoint
 from ahamask.models.salmonn import SALMONN
 from ahamask.models.tiny import make_tiny_bundle
@@ -77,17 +79,17 @@ def test_generation_with_a_mask_on_the_demo_files(beats_model, demo_batch):
     batch = {k: v[:3] for k, v in demo_batch.items()}
     logits = torch.full((beats_model.mask_size,), 2.0)
     logits[0] = -2.0
-    answers = beats_model.generate(
-        batch, {"max_new_tokens": 4, "num_beams": 2}, prompts, weight_tensor=logits
-    )
+    with decoding_mask(beats_model.decoder, Mask.from_logits(logits), "hooks"):
+        answers = beats_model.generate(batch, {"max_new_tokens": 4, "num_beams": 2}, prompts)
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
 
 
 def test_a_released_13b_mask_is_refused_by_the_tiny_model(beats_model, demo_batch):
-    logits = load_mask(reference_dir("legacy_checkpoints", "gender_librispeech", "checkpoint.pth"))
+    logits = load_mask(reference_dir("legacy_checkpoints", "gender_librispeech", "checkpoint.pth")).values
     batch = {k: v[:1] for k, v in demo_batch.items()}
     with pytest.raises(ValueError, match=r"1640 entries .* 2 layers x 4 heads"):
-        beats_model.generate(batch, {"max_new_tokens": 2}, [beats_model.prompt_for("")], weight_tensor=logits)
+        with decoding_mask(beats_model.decoder, Mask.from_logits(logits), "hooks"):
+            beats_model.generate(batch, {"max_new_tokens": 2}, [beats_model.prompt_for("")])
 
 
 def test_beats_path_that_does_not_exist(beats_bundle, tmp_path):

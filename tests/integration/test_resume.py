@@ -79,7 +79,7 @@ def _every_checkpoint(run_dir: Path) -> list[Path]:
 
 
 def test_resume_from_every_checkpoint_gives_the_identical_run(tiny_bundle, reference, tmp_path):
-    expected_mask = load_mask(reference / "checkpoint_1.pth")
+    expected_mask = load_mask(reference / "checkpoint_1.pth").values
     expected_lines = _epoch_lines(reference)
     checkpoints = _every_checkpoint(reference)
     assert len(checkpoints) == 8
@@ -92,7 +92,7 @@ def test_resume_from_every_checkpoint_gives_the_identical_run(tiny_bundle, refer
         first_epoch = state["next_epoch"]
         out = train(_cfg(tiny_bundle, tmp_path), resume=str(run_dir / source.name))
         assert out == run_dir  # a resumed run continues in its own folder
-        assert torch.equal(load_mask(out / "checkpoint_1.pth"), expected_mask), source.name
+        assert torch.equal(load_mask(out / "checkpoint_1.pth").values, expected_mask), source.name
         written = sorted(p.name for p in out.glob("checkpoint_?.pth") if p.name != source.name)
         assert written == [f"checkpoint_{e}.pth" for e in range(first_epoch, 2) if e != state_epoch(source)]
         # Every validation of the remaining epochs ran, with identical numbers and identical epoch means.
@@ -144,7 +144,9 @@ def test_a_run_killed_during_a_checkpoint_write_resumes_exactly(tiny_bundle, ref
         _cfg(tiny_bundle, tmp_path, "run.job_id=killed"), resume=str(run_dir / "checkpoint_step_3.pth")
     )
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # removed at the next start
-    assert torch.equal(load_mask(out / "checkpoint_1.pth"), load_mask(reference / "checkpoint_1.pth"))
+    assert torch.equal(
+        load_mask(out / "checkpoint_1.pth").values, load_mask(reference / "checkpoint_1.pth").values
+    )
 
 
 def _bad_files(tmp_path: Path, reference: Path) -> dict[str, Path]:

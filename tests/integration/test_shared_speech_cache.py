@@ -14,8 +14,10 @@ import torch
 
 from ahamask.config import load_decode_config, load_train_config
 from ahamask.data.dataset import SALMONNDataset
-from ahamask.evaluation.evaluator import decode_dataset, evaluate
+from ahamask.evaluation.decode import decode_dataset
+from ahamask.evaluation.evaluator import evaluate
 from ahamask.evaluation.sweep import run_sweep
+from ahamask.masking.hooks import head_mask
 from ahamask.models.salmonn import SALMONN
 from ahamask.models.speech_cache import SpeechEmbeddingCache
 from ahamask.training.trainer import MaskTrainer
@@ -92,35 +94,27 @@ def test_a_sweep_of_n_conditions_encodes_each_clip_once(tiny_model, tiny_decode_
     before = len(encoded_rows)
     third = torch.ones(model.mask_size)
     third[0] = 0.0
-    cached = decode_dataset(
-        model,
-        dataset,
-        generate_cfg=tiny_decode_cfg.generate,
-        head_weights=third,
-        batch_size=2,
-        progress=False,
-        speech_cache=cache,
-    )
-    assert len(encoded_rows) == before and cache.misses == 4
-    direct = decode_dataset(
-        model,
-        dataset,
-        generate_cfg=tiny_decode_cfg.generate,
-        head_weights=third,
-        batch_size=2,
-        progress=False,
-    )
-    assert [r["output"] for r in cached] == [r["output"] for r in direct]
-    # The sweep's answers are those of decoding every condition from scratch.
-    for name, weights in masks.items():
-        fresh = decode_dataset(
+    with head_mask(model.decoder, third):
+        cached = decode_dataset(
             model,
             dataset,
             generate_cfg=tiny_decode_cfg.generate,
-            head_weights=weights,
             batch_size=2,
             progress=False,
+            speech_cache=cache,
         )
+    assert len(encoded_rows) == before and cache.misses == 4
+    with head_mask(model.decoder, third):
+        direct = decode_dataset(
+            model, dataset, generate_cfg=tiny_decode_cfg.generate, batch_size=2, progress=False
+        )
+    assert [r["output"] for r in cached] == [r["output"] for r in direct]
+    # The sweep's answers are those of decoding every condition from scratch.
+    for name, weights in masks.items():
+        with head_mask(model.decoder, weights):
+            fresh = decode_dataset(
+                model, dataset, generate_cfg=tiny_decode_cfg.generate, batch_size=2, progress=False
+            )
         run = next(r for r in report["masks"] if r["mask"] == name)
         assert run["outputs"] == [r["output"] for r in fresh]
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from ahamask.data.dataset import SALMONNDataset
-from ahamask.evaluation.evaluator import decode_dataset
+from ahamask.evaluation.decode import decode_dataset
 from ahamask.evaluation.sweep import format_sweep, load_instructions, run_sweep, summarize
 from ahamask.masking.checkpoint import save_mask
+from ahamask.masking.hooks import current_weights, head_mask
 from ahamask.models.salmonn import SALMONN
 from tests.conftest import run_repo_script
 
@@ -77,16 +78,11 @@ def test_sweep_scores_each_variant_and_encodes_once(
         encoder_calls.append(args[0].shape[0])
         return real_encode(self, *args, **kwargs)
 
-    def generate(self, samples, generate_cfg=None, prompts=None, head_weights=None, speech_embeds=None, **kw):
+    def generate(self, samples, generate_cfg=None, prompts=None, speech_embeds=None, **kw):
         # The real decode runs; its answers are then replaced by fixed ones per prompt so the scores are known.
+        head_weights = current_weights(self.decoder)
         answers = real_generate(
-            self,
-            samples,
-            generate_cfg,
-            prompts=prompts,
-            head_weights=head_weights,
-            speech_embeds=speech_embeds,
-            **kw,
+            self, samples, generate_cfg, prompts=prompts, speech_embeds=speech_embeds, **kw
         )
         seen.append((prompts[0], None if head_weights is None else head_weights.tolist(), speech_embeds))
         if "male or female" in prompts[0] or head_weights is not None:
@@ -159,14 +155,10 @@ def test_cached_embeddings_give_the_llm_the_same_input(tiny_model, tiny_decode_c
         batch_size=2,
         progress=False,
     )
-    masked = decode_dataset(
-        tiny_model,
-        test_set,
-        generate_cfg=tiny_decode_cfg.generate,
-        head_weights=weights["m"],
-        batch_size=2,
-        progress=False,
-    )
+    with head_mask(tiny_model.decoder, weights["m"]):
+        masked = decode_dataset(
+            tiny_model, test_set, generate_cfg=tiny_decode_cfg.generate, batch_size=2, progress=False
+        )
     assert len(swept) == len(inputs) == 4
     for a, b in zip(swept, inputs, strict=True):
         assert torch.equal(a, b)

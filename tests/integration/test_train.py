@@ -13,6 +13,7 @@ import torch
 
 from ahamask.config import load_train_config
 from ahamask.masking.checkpoint import load_mask
+from ahamask.masking.hooks import head_mask
 from ahamask.training.trainer import MaskTrainer, NonFiniteLossError, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +44,8 @@ def test_only_the_mask_gets_gradients(tiny_bundle, tmp_path):
     samples = next(trainer.loader)
     weights = trainer.mask_weights(len(samples["id"]), tau=1.0)
     assert set(weights.unique().tolist()) <= {0.0, 1.0}  # hard Gumbel by default
-    loss = trainer.model(samples, head_weights=weights)["loss"] + 1e-4 * weights.sum(1).mean()
+    with head_mask(trainer.model.decoder, weights):
+        loss = trainer.model(samples)["loss"] + 1e-4 * weights.sum(1).mean()
     loss.backward()
     assert trainer.mask.tensor.grad is not None and trainer.mask.tensor.grad.abs().sum() > 0
     assert all(p.grad is None and not p.requires_grad for p in trainer.model.parameters())
@@ -58,7 +60,7 @@ def test_checkpoints_are_in_the_released_format(tiny_bundle, tmp_path):
     assert {"model", "optimizer", "config", "scaler", "epoch"} <= set(state)
     assert set(state["model"]) == {"tensor"} and state["model"]["tensor"].shape == (10,)
     assert state["epoch"] == 1 and state["scaler"] is None  # no grad scaler on CPU
-    assert torch.equal(load_mask(out / "checkpoint_1.pth"), state["model"]["tensor"])
+    assert torch.equal(load_mask(out / "checkpoint_1.pth").values, state["model"]["tensor"])
     log_lines = (out / "log.json").read_text().strip().splitlines()
     assert '"train_loss"' in log_lines[-1] and '"valid_loss"' in log_lines[-1]
     assert (out / "config.yaml").is_file() and list(out.glob("events.out.tfevents.*"))
@@ -70,8 +72,8 @@ def _mean_ce(trainer: MaskTrainer, weights) -> float:
     loader = DataLoader(trainer.train_set, batch_size=4, collate_fn=trainer.train_set.collater)
     samples = next(iter(loader))
     prompts = [trainer.model.prompt_for("")] * 4
-    with torch.no_grad():
-        return trainer.model(samples, prompts=prompts, head_weights=weights)["loss"].item()
+    with torch.no_grad(), head_mask(trainer.model.decoder, weights):
+        return trainer.model(samples, prompts=prompts)["loss"].item()
 
 
 def test_short_training_lowers_the_loss(tiny_bundle, tmp_path):
@@ -163,10 +165,10 @@ def test_resume_after_sigkill_ends_with_the_same_mask(tiny_bundle, tmp_path):
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    final = load_mask(run_dir / "checkpoint_1.pth")
-    expected = load_mask(reference / "checkpoint_1.pth")
+    final = load_mask(run_dir / "checkpoint_1.pth").values
+    expected = load_mask(reference / "checkpoint_1.pth").values
     assert torch.equal(final, expected)
-    assert not torch.equal(final, load_mask(run_dir / "checkpoint_step_4.pth"))  # training went on
+    assert not torch.equal(final, load_mask(run_dir / "checkpoint_step_4.pth").values)  # training went on
 
 
 def test_two_gloo_processes_end_with_the_same_mask(tiny_bundle, tmp_path):

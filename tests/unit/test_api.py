@@ -34,7 +34,7 @@ def test_import_is_light():
 def test_mask_round_trip_through_the_api(tmp_path):
     logits = torch.linspace(-2, 2, 10)
     ahamask.save_mask(logits, tmp_path / "m.safetensors", n_layers=2, n_heads=4)
-    assert torch.equal(ahamask.load_mask(tmp_path / "m.safetensors"), logits)
+    assert torch.equal(ahamask.load_mask(tmp_path / "m.safetensors").values, logits)
 
 
 def test_head_mask_context_on_the_model(shared_tiny_model):

@@ -58,8 +58,8 @@ def test_mask_folder_holds_the_mask_its_sidecar_and_a_card(tmp_path):
 
     _write_folder(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "mask.safetensors", "mask_config.json"]
-    assert torch.equal(load_mask(tmp_path), LOGITS)  # the folder itself is a mask path
-    assert torch.equal(load_mask(tmp_path / "mask.safetensors", n_layers=2, n_heads=4), LOGITS)
+    assert torch.equal(load_mask(tmp_path).values, LOGITS)  # the folder itself is a mask path
+    assert torch.equal(load_mask(tmp_path / "mask.safetensors", n_layers=2, n_heads=4).values, LOGITS)
     text = (tmp_path / "mask_config.json").read_text()
     config = json.loads(text)
     assert list(config) == sorted(config)

@@ -209,7 +209,8 @@ def test_generate_with_official_scoring_decodes_the_reference_ids(eos_model):
     samples, prompts, embeds, attention = _inputs(eos_model, 3)
     mask = _masks(3)["per_sample"]
     cfg = GenerateConfig(max_new_tokens=9, num_beams=4, beam_scoring="official")
-    texts = eos_model.generate(samples, cfg, prompts, head_weights=mask)
+    with head_mask(eos_model.decoder, mask):
+        texts = eos_model.generate(samples, cfg, prompts)
     expected = reference_beam_search(
         eos_model.llama_model, embeds, attention, mask, beams=4, max_new=9, pad=EOS
     )

@@ -14,7 +14,7 @@ import torch
 
 from ahamask.config import load_decode_config
 from ahamask.data.dataset import SALMONNDataset
-from ahamask.evaluation.evaluator import decode_dataset
+from ahamask.evaluation.decode import decode_dataset
 from ahamask.inference.chat import (
     GOODBYE,
     PROMPT_QUESTION,
@@ -24,7 +24,10 @@ from ahamask.inference.chat import (
     line_history,
     main,
 )
+from ahamask.masking.apply import decoding_mask
 from ahamask.masking.checkpoint import save_mask
+from ahamask.masking.hooks import current_weights
+from ahamask.masking.value import Mask
 from ahamask.models.salmonn import SALMONN
 from tests.conftest import run_repo_script
 
@@ -74,10 +77,11 @@ def generate_spy(monkeypatch):
     calls = []
     original = SALMONN.generate
 
-    def spy(self, samples, generate_cfg=None, prompts=None, head_weights=None, **kwargs):
+    def spy(self, samples, generate_cfg=None, prompts=None, **kwargs):
+        head_weights = current_weights(self.decoder)  # the mask applied to this call
         weights = None if head_weights is None else head_weights.tolist()
         calls.append((list(prompts), weights, samples))
-        return original(self, samples, generate_cfg, prompts=prompts, head_weights=head_weights, **kwargs)
+        return original(self, samples, generate_cfg, prompts=prompts, **kwargs)
 
     monkeypatch.setattr(SALMONN, "generate", spy)
     return calls
@@ -121,14 +125,10 @@ def test_answer_equals_what_evaluate_writes(tiny_bundle, mask_file, shared_tiny_
     """The one-file front end (prepare_audio + collate) gives evaluate.py's batch, hence its answer."""
     cfg = _cfg(tiny_bundle, f"model.weight_mask_path={mask_file}")
     dataset = SALMONNDataset(cfg.test_data_path, cfg.model.whisper_path)
-    expected = decode_dataset(
-        shared_tiny_model,
-        dataset,
-        generate_cfg=cfg.generate,
-        mask_logits=torch.tensor(LOGITS),
-        batch_size=1,
-        progress=False,
-    )
+    with decoding_mask(shared_tiny_model.decoder, Mask.from_logits(torch.tensor(LOGITS)), "hooks"):
+        expected = decode_dataset(
+            shared_tiny_model, dataset, generate_cfg=cfg.generate, batch_size=1, progress=False
+        )
     for index in (0, 1):
         out: list[str] = []
         notes: list[str] = []

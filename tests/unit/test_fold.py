@@ -125,8 +125,9 @@ def test_salmonn_logits_and_generation_equal_the_hook_path(tiny_model, tiny_bund
     greedy = {"max_new_tokens": 6, "num_beams": 1}
     before = state_of(tiny_model)
     with torch.no_grad():
-        hooked = tiny_model(samples, prompts=prompts, head_weights=MASK)["logits"]
-        hooked_text = tiny_model.generate(samples, greedy, prompts=prompts, head_weights=MASK)
+        with head_mask(tiny_model.decoder, MASK):
+            hooked = tiny_model(samples, prompts=prompts)["logits"]
+            hooked_text = tiny_model.generate(samples, greedy, prompts=prompts)
         with fold_head_mask(tiny_model, MASK):  # a SALMONN: its llama_model is folded (LoRA on q/v only)
             folded = tiny_model(samples, prompts=prompts)["logits"]
             folded_text = tiny_model.generate(samples, greedy, prompts=prompts)

@@ -90,13 +90,13 @@ def test_logits_are_binarised_with_threshold(llm, ids):
     logits[1] = -0.5  # sigmoid < 0.5 -> head 1 of layer 0 off
     binary = full_mask()
     binary[1] = 0.0
-    with head_mask(llm, logits):
+    with head_mask(llm, logits, logits=True):
         from_logits = logits_of(llm, ids)
     with head_mask(llm, binary, logits=False):
         from_binary = logits_of(llm, ids)
     assert torch.equal(from_logits, from_binary)
     # prob_threshold 0.99 turns every head with logit 3.0 (p=0.953) off too
-    with head_mask(llm, logits, prob_threshold=0.99):
+    with head_mask(llm, logits, logits=True, prob_threshold=0.99):
         all_off = logits_of(llm, ids)
     assert not torch.allclose(all_off, from_logits)
 

@@ -71,7 +71,7 @@ def test_readme_table_states_the_counts_of_the_files(release):
     )
     assert sorted(name for name, _, _ in rows) == sorted(RELEASED_MASKS)
     for name, active, fraction in rows:
-        stats = mask_stats(load_mask(release / name / "checkpoint.pth"), 40, 40)
+        stats = mask_stats(load_mask(release / name / "checkpoint.pth").values, 40, 40)
         assert stats.active_heads == int(active), name
         assert f"{stats.head_fraction:.1%}" == f"{fraction}%", name
 
@@ -96,7 +96,7 @@ def test_an_altered_copy_is_refused(release, tmp_path, capsys):
     data = bytearray(victim.read_bytes())
     data[3000] ^= 0x01  # one bit inside the tensor data: the file still loads, but it is not the release
     victim.write_bytes(bytes(data))
-    assert load_mask(victim).shape == (1640,)
+    assert load_mask(victim).values.shape == (1640,)
     dest = tmp_path / "dest"
     assert main([str(src), "--dest", str(dest)]) == 1
     out = capsys.readouterr().out.splitlines()
@@ -159,7 +159,7 @@ def test_every_released_name_resolves_and_loads(imported, release):
     for name in RELEASED_MASKS:
         path = resolve_mask_path(name)
         assert path == Path.cwd() / "legacy_checkpoints" / name / "checkpoint.pth"
-        assert torch.equal(load_mask(name), load_mask(release / name / "checkpoint.pth"))
+        assert torch.equal(load_mask(name).values, load_mask(release / name / "checkpoint.pth").values)
 
 
 def test_names_fall_back_to_the_repository(release, tmp_path, monkeypatch):
@@ -230,5 +230,5 @@ def test_the_recorded_head_fractions_are_those_of_the_files(release):
 
     assert set(RELEASED_HEAD_FRACTIONS) == set(RELEASED_MASKS)
     for name, fraction in RELEASED_HEAD_FRACTIONS.items():
-        stats = mask_stats(load_mask(release / name / "checkpoint.pth"), 40, 40)
+        stats = mask_stats(load_mask(release / name / "checkpoint.pth").values, 40, 40)
         assert abs(stats.active_heads / 1600 - fraction) <= 0.0005 + 1e-9, name  # the table rounds to 0.1%

@@ -6,11 +6,20 @@ import pytest
 import torch
 
 from ahamask.config import ConfigError, load_decode_config
-from ahamask.evaluation.evaluator import PRUNE_MAX_DENSITY, choose_mask_application
+from ahamask.masking.apply import PRUNE_MAX_DENSITY, choose_application
 from ahamask.masking.released import RELEASED_HEAD_FRACTIONS
+from ahamask.masking.value import Mask
 from tests.conftest import reference_dir
 
 RELEASED = RELEASED_HEAD_FRACTIONS
+
+
+def choose_mask_application(requested, weights, n_layers, n_heads):
+    """The rule on a gate tensor of the given geometry (as the evaluator hands it over)."""
+    mask = None if weights is None else Mask.from_gates(weights).fit(n_layers, n_heads)
+    return choose_application(requested, mask)
+
+
 SPARSE = {"asr_gender_librispeech", "asr_gender_json_librispeech", "emotion_iemocap", "gender_librispeech"}
 
 
@@ -34,7 +43,7 @@ def test_the_released_files_follow_the_same_rule():
 
     folder = reference_dir("legacy_checkpoints")
     for task in RELEASED:
-        weights = binarize(load_mask(folder / task / "checkpoint.pth"))
+        weights = binarize(load_mask(folder / task / "checkpoint.pth").values)
         expected = "prune" if task in SPARSE else "fold"
         assert choose_mask_application("auto", weights, 40, 40) == expected, task
 

@@ -29,7 +29,7 @@ RELEASED = {
 @pytest.mark.parametrize("task", sorted(RELEASED))
 def test_released_masks_load_with_their_head_fractions(task):
     path = reference_dir("legacy_checkpoints", task, "checkpoint.pth")
-    logits = load_mask(path)
+    logits = load_mask(path).values
     assert logits.shape == (1640,) and logits.dtype == torch.float32
     stats = mask_stats(logits, n_layers=40, n_heads=40)
     percent, count = RELEASED[task]
@@ -38,7 +38,7 @@ def test_released_masks_load_with_their_head_fractions(task):
 
 
 def test_gender_mask_official_print_counts_ffn_entries():
-    logits = load_mask(reference_dir("legacy_checkpoints", "gender_librispeech", "checkpoint.pth"))
+    logits = load_mask(reference_dir("legacy_checkpoints", "gender_librispeech", "checkpoint.pth")).values
     stats = mask_stats(logits, 40, 40)
     # The official evaluate.py divides by all 1640 entries: 1259 heads + 40 FFN entries.
     assert stats.active_entries == 1299
@@ -49,7 +49,7 @@ def test_gender_mask_official_print_counts_ffn_entries():
 def test_save_load_round_trip(tmp_path, suffix):
     logits = torch.randn(10)
     path = save_mask(logits, tmp_path / f"sub/mask{suffix}", n_layers=2, n_heads=4, base_model="tiny")
-    assert torch.equal(load_mask(path), logits)
+    assert torch.equal(load_mask(path).values, logits)
     assert not list(path.parent.glob("*.tmp"))
     if suffix == ".safetensors":
         meta = read_mask_metadata(path)
@@ -62,7 +62,7 @@ def test_save_load_round_trip(tmp_path, suffix):
 def test_grid_masks_are_flattened_layer_major(tmp_path):
     grid = torch.arange(10.0).reshape(2, 5)
     path = save_mask(grid, tmp_path / "g.pth")
-    assert load_mask(path).tolist() == list(range(10))
+    assert load_mask(path).values.tolist() == list(range(10))
 
 
 def test_save_rejects_wrong_geometry(tmp_path):
@@ -126,7 +126,7 @@ def test_head_mask_module_contract(tmp_path):
     assert mask.grid().shape == (2, 5)
     path = save_mask(mask(), tmp_path / "m.pth")
     other = HeadMask(2, 4, init_mean=0.0)
-    other.load_logits(load_mask(path))
+    other.load_logits(load_mask(path).values)
     assert torch.equal(other.tensor, mask.tensor)
     # the released format is exactly {'model': HeadMask.state_dict()}
     assert set(mask.state_dict()) == {"tensor"}

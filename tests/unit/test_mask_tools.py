@@ -117,7 +117,7 @@ def test_inspect_all_table_matches_the_reference_fractions(release, capsys):
     for name, row in rows.items():
         short = name.rsplit("_", 1)[0]
         assert f" {quoted[short]}% " in row, (name, row)
-        kept = int(head_weights(binarize(load_mask(release / name / "checkpoint.pth")), 40, 40).sum())
+        kept = int(head_weights(binarize(load_mask(release / name / "checkpoint.pth").values), 40, 40).sum())
         assert f" {kept}/1600 " in row
         assert len(re.findall(r"\s([0-9#]{40})$", row)) == 1  # one density character per layer
 
@@ -131,7 +131,7 @@ def test_compare_iou_table_and_figure(release, tmp_path, capsys):
     masks = [str(release / name / "checkpoint.pth") for name in sorted(RELEASED_MASKS)]
     assert compare_masks.main(masks) == 0
     text = capsys.readouterr().out
-    kept = torch.stack([head_weights(binarize(load_mask(m)), 40, 40).bool() for m in masks])
+    kept = torch.stack([head_weights(binarize(load_mask(m).values), 40, 40).bool() for m in masks])
     names = sorted(RELEASED_MASKS)
     rows = {line.split()[1]: line.split()[3:] for line in text.splitlines() if line[:2].strip().isdigit()}
     for i, a in enumerate(names):
@@ -171,9 +171,9 @@ def test_convert_round_trip_of_every_released_mask(release, tmp_path, capsys):
         folder, back = tmp_path / name, tmp_path / f"{name}.pth"
         assert convert_mask.main([str(source), str(folder)]) == 0
         assert convert_mask.main([str(folder), str(back)]) == 0
-        original = load_mask(source)
-        assert torch.equal(load_mask(folder), original), name
-        assert torch.equal(load_mask(back), original), name
+        original = load_mask(source).values
+        assert torch.equal(load_mask(folder).values, original), name
+        assert torch.equal(load_mask(back).values, original), name
         assert set(torch.load(back, weights_only=True)) == {"model"}
         text = (folder / "mask_config.json").read_text()
         config = json.loads(text)

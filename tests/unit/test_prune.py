@@ -118,10 +118,9 @@ def test_salmonn_with_lora_prunes_to_the_same_answers(tiny_model, tiny_bundle):
     q_proj = decoder_layers(tiny_model.llama_model)[0].self_attn.q_proj
     assert q_proj.lora_B["default"].weight.abs().sum() > 0  # a trained LoRA that has to be sliced as well
     with torch.no_grad():
-        masked = tiny_model(samples, prompts=prompts, head_weights=mask)["logits"]
-        masked_text = tiny_model.generate(
-            samples, {"max_new_tokens": 6, "num_beams": 2}, prompts=prompts, head_weights=mask
-        )
+        with head_mask(tiny_model.decoder, mask):
+            masked = tiny_model(samples, prompts=prompts)["logits"]
+            masked_text = tiny_model.generate(samples, {"max_new_tokens": 6, "num_beams": 2}, prompts=prompts)
         pruned = prune_heads(tiny_model, mask)
         logits = pruned(samples, prompts=prompts)["logits"]
         text = pruned.generate(samples, {"max_new_tokens": 6, "num_beams": 2}, prompts=prompts)

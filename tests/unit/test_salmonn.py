@@ -8,6 +8,9 @@ import pytest
 import sentencepiece as spm
 import torch
 
+from ahamask.masking.apply import decoding_mask
+from ahamask.masking.hooks import head_mask
+from ahamask.masking.value import Mask
 from ahamask.models.checkpoint import CheckpointKeyError, load_salmonn_checkpoint
 from ahamask.models.prompts import split_prompt, wrap_instruction
 from ahamask.models.qformer import official_name
@@ -229,6 +232,7 @@ def test_generate_with_mask_logits_equals_binary_weights(shared_tiny_model):
     logits[[0, 6]] = -1.0
     binary = (logits > 0).float()
     cfg = {"max_new_tokens": 5, "num_beams": 2}
-    assert model.generate(batch, cfg, prompts, weight_tensor=logits) == model.generate(
-        batch, cfg, prompts, head_weights=binary
-    )
+    with decoding_mask(model.decoder, Mask.from_logits(logits), "hooks"):
+        from_logits = model.generate(batch, cfg, prompts)
+    with head_mask(model.decoder, binary):
+        assert from_logits == model.generate(batch, cfg, prompts)

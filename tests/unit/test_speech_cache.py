@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from ahamask.config import load_train_config
 from ahamask.data.dataset import SALMONNDataset
-from ahamask.training.speech_cache import SpeechEmbeddingCache, model_fingerprint
+from ahamask.models.speech_cache import SpeechEmbeddingCache, model_fingerprint
 from ahamask.training.trainer import MaskTrainer
 
 

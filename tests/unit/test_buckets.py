@@ -11,21 +11,51 @@ import torch
 from torch.utils.data import DataLoader
 
 from ahamask.data.audio import prepare_waveform
+from ahamask.data.buckets import WaveformDataset, collate_waveforms, entry_durations, length_buckets
 from ahamask.data.dataset import SALMONNDataset
 from ahamask.data.manifest import ManifestError
-from ahamask.evaluation import bucketing
-from ahamask.evaluation.bucketing import (
-    WaveformDataset,
-    collate_waveforms,
-    decode_bucketed,
-    entry_durations,
-    length_buckets,
-    whisper_features_batched,
-)
-from ahamask.evaluation.evaluator import decode_dataset
+from ahamask.evaluation.decode import decode_dataset
+from ahamask.masking.apply import decoding_mask
+from ahamask.masking.hooks import current_weights
+from ahamask.models.frontend import whisper_features_batched
 from ahamask.models.salmonn import SALMONN
 
 MASK = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+
+
+def decode_bucketed(
+    model, dataset, *, generate_cfg, batch_size=4, features="device", head_weights=None, fold=True, **kwargs
+):
+    """Length buckets through the one decode loop, under the mask (folded, or hooks with ``fold=False``).
+
+    ``features="device"``: workers load waveforms only and each batch's features are computed in one call;
+    ``"dataset"``: the dataset's own per-clip features.
+    """
+    if features not in ("device", "dataset"):
+        raise ValueError(f"features: {features!r} is not 'device' or 'dataset'")
+    batches = length_buckets(entry_durations(dataset), batch_size)
+    source, collate_fn = dataset, None
+    if features == "device":
+        source = WaveformDataset(dataset)
+
+        def collate_fn(items):
+            batch = collate_waveforms(items)
+            batch["spectrogram"] = whisper_features_batched(batch["raw_wav"], dataset.wav_processor)
+            return batch
+
+    decoder = getattr(model, "decoder", None)
+    with (
+        decoding_mask(decoder, head_weights, "fold" if fold else "hooks") if decoder is not None else _null()
+    ):
+        return decode_dataset(
+            model, source, generate_cfg=generate_cfg, batches=batches, collate_fn=collate_fn, **kwargs
+        )
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 @pytest.fixture()
@@ -84,7 +114,7 @@ class _EchoModel:
     def prompt_for(self, instruction: str) -> str:
         return f"<Speech><SpeechHere></Speech> {instruction}"
 
-    def generate(self, samples, generate_cfg, prompts=None, head_weights=None, **kwargs):
+    def generate(self, samples, generate_cfg, prompts=None, **kwargs):
         self.batches.append(list(samples["id"]))
         energy = samples["spectrogram"].float().mean(dim=(1, 2))
         return [f"{p[-3:]}|{e:.5f}\n" for p, e in zip(prompts, energy.tolist(), strict=True)]
@@ -117,9 +147,8 @@ def test_records_come_back_in_manifest_order(mixed_set):
 def test_answers_equal_unbucketed_decoding(tiny_bundle, shared_tiny_model, features, weights):
     dataset = SALMONNDataset(tiny_bundle / "data" / "test.json", tiny_bundle / "whisper")
     cfg = {"max_new_tokens": 5, "num_beams": 2}
-    expected = decode_dataset(
-        shared_tiny_model, dataset, generate_cfg=cfg, head_weights=weights, batch_size=2, progress=False
-    )
+    with decoding_mask(shared_tiny_model.decoder, weights, "hooks"):
+        expected = decode_dataset(shared_tiny_model, dataset, generate_cfg=cfg, batch_size=2, progress=False)
     got = decode_bucketed(
         shared_tiny_model,
         dataset,
@@ -137,10 +166,11 @@ def test_a_binary_mask_is_folded_instead_of_hooked(tiny_bundle, shared_tiny_mode
     seen = []
     original = SALMONN.generate
 
-    def spy(self, samples, generate_cfg=None, prompts=None, head_weights=None, **kwargs):
+    def spy(self, samples, generate_cfg=None, prompts=None, **kwargs):
         o_proj = self.llama_model.base_model.model.model.layers[0].self_attn.o_proj.weight
-        seen.append((head_weights, float(o_proj[:, 16:32].abs().sum())))  # head 1 of layer 0 is masked
-        return original(self, samples, generate_cfg, prompts=prompts, head_weights=head_weights, **kwargs)
+        # head 1 of layer 0 is masked
+        seen.append((current_weights(self.decoder), float(o_proj[:, 16:32].abs().sum())))
+        return original(self, samples, generate_cfg, prompts=prompts, **kwargs)
 
     monkeypatch.setattr(SALMONN, "generate", spy)
     decode_bucketed(
@@ -182,4 +212,3 @@ def test_dithering_extractors_are_refused(mixed_set, monkeypatch):
     monkeypatch.setattr(mixed_set.wav_processor, "dither", 1e-5)
     with pytest.raises(ValueError, match="dithers"):
         whisper_features_batched(torch.zeros(1, 16000), mixed_set.wav_processor)
-    assert bucketing.__all__  # the module's public names are declared
