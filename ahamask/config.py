@@ -338,9 +338,13 @@ class GenerateConfig:
             errors.append(f"generate.stop_rule: {self.stop_rule!r} is not 'per_sample' or 'official_row0'")
         beams = self.num_beams > 1
         if beams and self.beam_scoring == "official" and self.do_sample:
-            errors.append("generate.beam_scoring: 'official' is beam search without sampling (set do_sample: false)")
+            errors.append(
+                "generate.beam_scoring: 'official' is beam search without sampling (set do_sample: false)"
+            )
         if beams and self.stop_rule == "official_row0" and self.beam_scoring != "official":
-            errors.append("generate.stop_rule: 'official_row0' with num_beams > 1 needs beam_scoring: official")
+            errors.append(
+                "generate.stop_rule: 'official_row0' with num_beams > 1 needs beam_scoring: official"
+            )
         _report(errors)
 
 
