@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="joint training steps of the base model")
     parser.add_argument("--speech-steps", type=int, default=None, help="speech-side pretraining steps")
     parser.add_argument("--k", type=int, default=None, help="number of audio-specialist heads")
+    parser.add_argument("--betas", type=float, nargs="+", default=None, help="the steering sweep")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = ExperimentSettings(seeds=tuple(args.seeds))
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         base = replace(base, steps=args.steps)
     if args.speech_steps is not None:
         base = replace(base, speech_steps=args.speech_steps)
-    settings = replace(settings, base=base, k=args.k or settings.k)
+    settings = replace(settings, base=base, k=args.k or settings.k, betas=tuple(args.betas or settings.betas))
     summary = run_experiment(args.out, settings)
     print(json.dumps(summary["summary"], indent=1))
     return 0

@@ -15,7 +15,11 @@ probes, then joint training on the questions; LLaMA without LoRA); then, on the 
   difference (raw), ``random``: a Gaussian of its norm, ``specialist_heads`` / ``random_heads`` /
   ``mass_heads``: the audio-silence difference of what those heads write, rescaled to the same norm (the
   controls differ in direction only); ``beta`` for each chosen on the **valid** split over ``betas`` (ties:
-  the smallest), accuracy reported on **test** at that beta, and the whole test sweep kept.
+  the smallest), accuracy reported on **test** at that beta, and the whole test sweep kept;
+  ``audio_at_heads_layer``: the residual audio-silence difference at the layer holding most specialist heads
+  (the issue's "layer(s) where the selected heads sit"; ties: the deeper), added at that layer;
+* the direction's norm next to the mean norm of the representation it is added to, and its cosine with the
+  mean representation (the final RMSNorm cancels any component along the representation).
 
 Seeds are run in order and all are reported (mean and population std); nothing is selected afterwards.
 """
@@ -103,7 +107,7 @@ class ExperimentSettings:
         )
     )
     k: int = 4
-    betas: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+    betas: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
     batch_size: int = 40
 
 
@@ -196,6 +200,29 @@ def _probe_batches(model: Any, manifest: Path, whisper: Path, batch_size: int) -
     return out
 
 
+def _direction_geometry(model: Any, batches: list[ProbeBatch], d: Any) -> dict[str, float]:
+    """How large the direction is next to the representation it is added to, and how aligned with it.
+
+    The final norm (RMSNorm) removes any component along the representation itself, so a direction nearly
+    parallel to the mean representation moves the logits little whatever ``beta``.
+    """
+    from .residual import capture_residual
+
+    reps = []
+    with torch.no_grad():
+        for b in batches:
+            inputs = model.prompt_inputs(model.encode_audio(b.samples), b.prompts)
+            reps.append(capture_residual(model, inputs, [d.layer])[d.layer].cpu())
+    h = torch.cat(reps)
+    mean = h.mean(0)
+    return {
+        "mean_representation_norm": float(h.norm(dim=-1).mean()),
+        "cosine_with_mean_representation": float(
+            torch.nn.functional.cosine_similarity(d.vector, mean, dim=0)
+        ),
+    }
+
+
 def _best_beta(sweep: dict[float, float]) -> float:
     best = max(sweep.values())
     return min(b for b, acc in sweep.items() if acc == best)
@@ -250,7 +277,15 @@ def run_seed(seed: int, out: Path, settings: ExperimentSettings) -> dict[str, An
             model, sets["calib"], source="heads", heads=hs, built_by=f"{name} heads, seed {seed}"
         )
         directions[f"{name}_heads"] = rescaled(d, audio.norm, "rescaled to the audio direction's norm")
+    # The residual direction at the layer where most specialist heads sit (ties: the deeper one).
+    layers = [lay for lay, _ in head_sets["specialist"]]
+    head_layer = max(set(layers), key=lambda lay: (layers.count(lay), lay))
+    # (Computed even when that is the final layer, so every seed has the same rows.)
+    directions["audio_at_heads_layer"] = audio_silence_direction(
+        model, sets["calib"], layer=head_layer, built_by=f"MCQ world seed {seed}, layer {head_layer}"
+    )
     save_direction(folder / "audio_direction.safetensors", audio)
+    geometry = _direction_geometry(model, sets["calib"], audio)
     valid_sweep = beta_sweep(model, sets["valid"], directions, settings.betas)
     test_sweep = beta_sweep(model, sets["test"], directions, settings.betas)
     base_acc = steered_accuracy(model, sets["test"], None, 0.0)["accuracy"]
@@ -276,6 +311,8 @@ def run_seed(seed: int, out: Path, settings: ExperimentSettings) -> dict[str, An
         },
         "listening_vs_correctness": listening,
         "direction_norm": audio.norm,
+        "direction_geometry": geometry,
+        "specialist_layer": head_layer,
         "beta_chosen_on_valid": chosen,
         "valid_sweep": {n: {str(b): a for b, a in s.items()} for n, s in valid_sweep.items()},
         "test_sweep": {n: {str(b): a for b, a in s.items()} for n, s in test_sweep.items()},
