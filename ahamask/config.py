@@ -86,8 +86,9 @@ class ModelConfig:
     arch: str = "salmonn"
     # A transformers model folder (Qwen2-Audio, Audio Flamingo 3); SALMONN reads llama_path/whisper_path.
     model_path: str = ""
-    llama_path: str = MISSING
-    whisper_path: str = MISSING
+    # Required for SALMONN (checked in __post_init__); other archs read everything from model_path.
+    llama_path: str = ""
+    whisper_path: str = ""
     beats_path: str = ""
     ckpt: str = ""
     freeze_whisper: bool = True
@@ -145,6 +146,10 @@ class ModelConfig:
     # "instruct": the model's chat template (answers end at <|im_end|>); "base": Qwen2-Audio-Base's plain
     # "<|audio_bos|><|AUDIO|><|audio_eos|>" prefix (answers end at <|endoftext|>).
     variant: str = "instruct"
+
+    def front_end_path(self) -> str:
+        """The folder whose ``preprocessor_config.json`` gives the audio front end (dataset chunk length)."""
+        return self.whisper_path or self.model_path
 
     def __post_init__(self) -> None:
         errors = []
@@ -550,7 +555,8 @@ def load_config(
             if "not in" in reason or "Key" in reason and "not" in reason:
                 reason = "unknown key" + _suggest(base, key)
             errors.append(f"{key}: {reason} [{origin}]")
-    missing = sorted(OmegaConf.missing_keys(base))
+    given = {key for key, _, _ in entries}
+    missing = sorted(OmegaConf.missing_keys(base) | (_arch_paths_missing(base) - given))
     errors += [f"{key}: missing mandatory value" for key in missing]
     if missing:  # the section checks below cannot run without every value
         raise ConfigError(f"{source}: " + "; ".join(errors))
@@ -570,6 +576,20 @@ def load_config(
         raise ConfigError(f"{source}: " + "; ".join(errors))
     _warn_no_effect(cfg)
     return cfg
+
+
+def _arch_paths_missing(base: DictConfig) -> set[str]:
+    """The model folders the chosen ``model.arch`` needs but the config leaves empty (SALMONN: its LLaMA
+    and Whisper folders, as the official configs require; the transformers-native backbones: model_path).
+
+    Only keys the config does not mention count as missing: one set to "" is reported by the preflight
+    check (``model.llama_path: empty``) with every other problem of the run.
+    """
+    model = base.get("model") if "model" in base else None
+    if model is None or OmegaConf.is_missing(model, "arch"):
+        return set()
+    needed = ("llama_path", "whisper_path") if model.arch == "salmonn" else ("model_path",)
+    return {f"model.{key}" for key in needed if not OmegaConf.is_missing(model, key) and not model[key]}
 
 
 def _yaml_reason(exc: Exception) -> str:

@@ -232,10 +232,26 @@ def _weights_problem(key: str, folder: str) -> tuple[str | None, list[Path]]:
     return None, pickled
 
 
+def _hf_model_problems(model: ModelConfig) -> tuple[list[str], list]:
+    """The one model folder of a transformers-native backbone (Qwen2-Audio, Audio Flamingo 3)."""
+    problem = _input_dir(
+        "model.model_path",
+        model.model_path,
+        f"a local {model.arch} transformers folder",
+        need=("config.json", "preprocessor_config.json"),
+    )
+    if problem is not None:
+        return [problem], []
+    problem, pickled = _weights_problem("model.model_path", model.model_path)
+    return [problem], [("model.model_path", p) for p in pickled]
+
+
 def _model_file_problems(model: ModelConfig, whisper_key: str, whisper_path: str) -> tuple[list[str], list]:
     """The model section's files and folders; returns (problems, (key, path) pairs torch must open)."""
     problems: list[str | None] = []
     torch_files: list[tuple[str, Path]] = []
+    if model.arch != "salmonn":  # a transformers-native backbone: one folder holds everything
+        return _hf_model_problems(model)
     problems.append(
         _input_dir(
             "model.llama_path",
@@ -381,10 +397,18 @@ def _raise(problems: Iterable[str | None]) -> None:
 def _torch_checks(model: ModelConfig, torch_files: list[tuple[str, Path]], mask: str | None) -> None:
     """Stage 2: the files torch opens, each weights-only; raises once with every problem."""
     problems = [_torch_file_problem(key, path)[0] for key, path in torch_files]
-    n_layers, n_heads, hidden = llm_geometry(model.llama_path)
-    if model.ckpt:
+    try:
+        n_layers, n_heads, hidden = llm_geometry(
+            model.llama_path if model.arch == "salmonn" else model.model_path
+        )
+    except PreflightError:
+        if model.arch == "salmonn":
+            raise
+        # A backbone whose folder does not state the LLM sizes: the mask is checked once the model is built.
+        n_layers = n_heads = hidden = None
+    if model.ckpt and hidden is not None:
         problems.append(_ckpt_problem(model, hidden))
-    if mask:
+    if mask and n_layers is not None:
         problems.append(_mask_problem("model.weight_mask_path", mask, n_layers, n_heads))
     _raise(problems)
 

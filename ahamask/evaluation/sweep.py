@@ -34,7 +34,7 @@ from ..config import DecodeConfig
 from ..data.collate import collate
 from ..masking.apply import decoding_mask, prepare_mask
 from ..masking.value import Mask
-from ..models.backbone import AudioLLM
+from ..models.backbone import AudioLLM, pad_audio_rows
 from ..utils.io import atomic_write_json
 from .decode import decode_dataset, prepare_config_mask
 from .scoring import _METRIC_TITLES, UnknownTaskError, plan_task, score_predictions
@@ -146,7 +146,7 @@ def encode_dataset(
         speech_cache.get_or_compute(batch) if speech_cache is not None else model.encode_audio(batch)
         for batch in loader
     ]
-    return torch.cat(chunks)
+    return pad_audio_rows(chunks)  # zero-padded where batches give different audio-token counts
 
 
 class _Metadata(Dataset):
@@ -406,7 +406,7 @@ def instruction_sweep(
     # The manifest is read before the model is loaded, so a bad manifest fails in a second, not after minutes.
     # features="device": the model computes each batch's Whisper features in one call on its device.
     dataset = SALMONNDataset(
-        cfg.test_data_path, cfg.model.whisper_path, features="device", resampler=cfg.resampler
+        cfg.test_data_path, cfg.model.front_end_path(), features="device", resampler=cfg.resampler
     )
     torch.manual_seed(cfg.seed)
     # The sweep runs in one process: launched as several it would decode everything N times.

@@ -43,6 +43,7 @@ __all__ = [
     "BACKBONES",
     "backbone_class",
     "build_backbone",
+    "pad_audio_rows",
 ]
 
 
@@ -153,3 +154,16 @@ def build_backbone(cfg: Any, device: torch.device | str = "cpu") -> AudioLLM:
     """Build the backbone named by ``cfg.arch`` (``salmonn`` when the section has no ``arch``)."""
     arch = cfg.get("arch", "salmonn") if isinstance(cfg, Mapping) else getattr(cfg, "arch", "salmonn")
     return backbone_class(arch or "salmonn").from_config(cfg, device=device)
+
+
+def pad_audio_rows(rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack ``[n_i, hidden]`` audio embeddings (or ``[batch_i, n_i, hidden]`` chunks, concatenated) into one
+    batch, zero-padding the token axis to the longest.
+
+    Backbones whose clips give different audio-token counts (Qwen2-Audio, AF3) pad with zero vectors and read
+    each row's count back as the position after its last non-zero vector, so padding here keeps the counts;
+    SALMONN's rows all have the same length and come back exactly stacked.
+    """
+    longest = max(r.shape[-2] for r in rows)
+    padded = [torch.nn.functional.pad(r, (0, 0, 0, longest - r.shape[-2])) for r in rows]
+    return torch.cat(padded) if rows[0].dim() == 3 else torch.stack(padded)

@@ -39,6 +39,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from ..utils.io import atomic_open, atomic_write_json
+from .backbone import pad_audio_rows
 
 logger = logging.getLogger(__name__)
 
@@ -296,10 +297,8 @@ class SpeechEmbeddingCache:
             return embeds.detach()
         self.hits += len(keys)
         device = self.model.device
-        shapes = {tuple(t.shape) for t in found}
-        if len(shapes) > 1:
-            raise ValueError(f"speech cache: the batch's embeddings differ in shape {sorted(shapes)}")
-        return torch.stack([t.to(device, non_blocking=True) for t in found])
+        # Rows of backbones whose clips give different audio-token counts are zero-padded (counts kept).
+        return pad_audio_rows([t.to(device, non_blocking=True) for t in found])
 
     @property
     def hit_rate(self) -> float:
