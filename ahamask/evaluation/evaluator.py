@@ -119,7 +119,7 @@ def _decode_and_write(cfg: DecodeConfig, info: Any, guard: OutputGuard, done: di
         log_rank_zero(logger, "no mask: the official model with the instruction %r", cfg.prompt)
     # features="device": each batch's Whisper features are computed in one call on the model's device.
     dataset = SALMONNDataset(
-        cfg.test_data_path, cfg.model.whisper_path, features="device", resampler=cfg.resampler
+        cfg.test_data_path, cfg.model.front_end_path(), features="device", resampler=cfg.resampler
     )
     shard = dist_utils.shard_indices(len(dataset), info.rank, info.world_size)
     records = {i: done[i] for i in shard if i in done}

@@ -308,7 +308,7 @@ def chat(
     # Seeded as evaluate.py seeds, so sampled decoding (generate.do_sample) answers as it does there.
     torch.manual_seed(cfg.seed)
     model = build_backbone(cfg.model, device=resolve_device(device or cfg.device)).eval()
-    session = ChatSession(model, cfg, load_feature_extractor(cfg.model.whisper_path))
+    session = ChatSession(model, cfg, load_feature_extractor(cfg.model.front_end_path()))
     if wav is not None:
         info = info or (lambda line: print(line, file=sys.stderr))
     else:

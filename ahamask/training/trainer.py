@@ -190,7 +190,7 @@ class MaskTrainer:
 
     def _setup_data(self) -> None:
         run, data = self.cfg.run, self.cfg.datasets
-        whisper = data.whisper_path or self.cfg.model.whisper_path
+        whisper = data.whisper_path or self.cfg.model.front_end_path()
         options = {"skip_bad_entries": data.skip_bad_entries, "resampler": data.resampler}
         self.train_set = SALMONNDataset(data.train_ann_path, whisper, **options)
         self.valid_set = (
