@@ -7,7 +7,6 @@ import ``torch_npu.contrib.transfer_to_npu``, which silently redirects every CUD
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import re
@@ -17,21 +16,11 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["autocast_context", "dist_backend_for", "npu_module", "parse_dtype", "resolve_device"]
+__all__ = ["dist_backend_for", "npu_module", "resolve_device"]
 
 # Accepted spellings: auto, cpu, cuda, cuda:<i>, npu, npu:<i>.
 _SPEC_RE = re.compile(r"^(?:(?P<auto>auto)|(?P<cpu>cpu)|(?P<type>cuda|npu)(?::(?P<index>\d+))?)$")
 _EXPECTED_FORMS = "auto, cpu, cuda, cuda:<i>, npu or npu:<i>"
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
 
 _DIST_BACKENDS = {"cuda": "nccl", "npu": "hccl", "cpu": "gloo"}
 
@@ -125,56 +114,3 @@ def dist_backend_for(device: torch.device) -> str:
         return _DIST_BACKENDS[device.type]
     except KeyError:
         raise ValueError(f"device: no distributed backend for device type {device.type!r}") from None
-
-
-def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """Converts a config dtype name (``float16``, ``bf16``, ...) to a ``torch.dtype``.
-
-    Args:
-        dtype: A name such as ``"float16"``/``"fp16"``/``"bfloat16"``/``"float32"``, or a torch dtype.
-
-    Returns:
-        The torch dtype.
-
-    Raises:
-        ValueError: If the name is unknown, listing the accepted names.
-
-    Example:
-        >>> parse_dtype("fp16")
-        torch.float16
-    """
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[str(dtype).strip().lower()]
-    except KeyError:
-        raise ValueError(f"dtype: unknown value {dtype!r}; expected one of {', '.join(_DTYPES)}") from None
-
-
-def autocast_context(
-    device: torch.device, dtype: str | torch.dtype = torch.float16, enabled: bool = True
-) -> contextlib.AbstractContextManager:
-    """Mixed-precision context for the forward pass.
-
-    On CPU this is a no-op: ahamask runs float32 there (the official code fails on CPU because its
-    fp16 weights meet no autocast), so CPU results are full-precision references.
-
-    Args:
-        device: The compute device.
-        dtype: Autocast dtype, e.g. ``"float16"`` (official ``autocast_dtype``) or ``torch.bfloat16``.
-        enabled: The config's ``amp`` switch.
-
-    Returns:
-        ``torch.autocast(device.type, dtype)`` on an accelerator when enabled, else a null context.
-
-    Raises:
-        ValueError: If ``dtype`` is an unknown name.
-
-    Example:
-        >>> with autocast_context(torch.device("cpu"), "float16", enabled=True):
-        ...     pass
-    """
-    resolved = parse_dtype(dtype)
-    if not enabled or device.type == "cpu":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=resolved)

@@ -36,7 +36,6 @@ __all__ = [
     "get_world_size",
     "init_distributed",
     "is_dist_initialized",
-    "is_main_process",
     "merge_shards",
     "setup_processes",
     "shard_indices",
@@ -109,11 +108,6 @@ def get_rank() -> int:
 def get_world_size() -> int:
     """Number of processes, or 1 without a process group."""
     return dist.get_world_size() if is_dist_initialized() else 1
-
-
-def is_main_process() -> bool:
-    """True on rank 0 (and in a single process)."""
-    return get_rank() == 0
 
 
 def init_distributed(device_spec: str = "auto", timeout: datetime.timedelta = DEFAULT_TIMEOUT) -> DistInfo:

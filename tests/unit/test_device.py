@@ -3,16 +3,14 @@
 CUDA/NPU availability is patched, so these run the same on a CPU-only CI machine.
 """
 
-import contextlib
 import importlib.util
-import warnings
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from ahamask.utils import device as device_mod
-from ahamask.utils.device import autocast_context, dist_backend_for, parse_dtype, resolve_device
+from ahamask.utils.device import dist_backend_for, resolve_device
 
 
 @pytest.fixture
@@ -92,34 +90,3 @@ def test_dist_backend_for():
     assert dist_backend_for(SimpleNamespace(type="npu")) == "hccl"  # see test_auto_falls_back_to_npu
     with pytest.raises(ValueError, match="'meta'"):
         dist_backend_for(torch.device("meta"))
-
-
-def test_parse_dtype():
-    assert parse_dtype("float16") is torch.float16
-    assert parse_dtype("BF16") is torch.bfloat16
-    assert parse_dtype(torch.float32) is torch.float32
-    with pytest.raises(ValueError, match="unknown value 'float8'"):
-        parse_dtype("float8")
-
-
-def test_autocast_is_a_noop_on_cpu():
-    ctx = autocast_context(torch.device("cpu"), "float16", enabled=True)
-    assert isinstance(ctx, contextlib.nullcontext)
-    a = torch.ones(2, 3)
-    with ctx:
-        assert not torch.is_autocast_enabled("cpu")
-        assert (a @ a.T).dtype == torch.float32
-
-
-def test_autocast_on_accelerator_and_disabled():
-    with warnings.catch_warnings():
-        # Without CUDA torch warns and disables the context; only the factory's choice is checked here.
-        warnings.simplefilter("ignore")
-        ctx = autocast_context(torch.device("cuda", 0), "bfloat16", enabled=True)
-    assert isinstance(ctx, torch.autocast)
-    assert ctx.device == "cuda" and ctx.fast_dtype == torch.bfloat16
-    assert isinstance(
-        autocast_context(torch.device("cuda", 0), "float16", enabled=False), contextlib.nullcontext
-    )
-    with pytest.raises(ValueError, match="unknown value 'fp8'"):
-        autocast_context(torch.device("cpu"), "fp8")

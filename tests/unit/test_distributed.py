@@ -17,7 +17,6 @@ from ahamask.utils.distributed import (
     get_rank,
     get_world_size,
     init_distributed,
-    is_main_process,
     merge_shards,
     shard_indices,
 )
@@ -45,7 +44,7 @@ def clean_env(monkeypatch):
 def test_single_process_fallback(clean_env):
     info = init_distributed("cpu")
     assert info == DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), is_main=True)
-    assert (get_rank(), get_world_size(), is_main_process()) == (0, 1, True)
+    assert (get_rank(), get_world_size()) == (0, 1)
     assert all_gather_object({"x": 1}) == [{"x": 1}]
     barrier()
     cleanup()  # no process group: nothing to do, no error
@@ -129,7 +128,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
             "info": [info.rank, info.world_size, info.local_rank, str(info.device), info.is_main],
             "gathered": gathered,
             "merged": merged,
-            "main": is_main_process(),
+            "main": get_rank() == 0,
         }
         atomic_write_json(record, os.path.join(out_dir, f"rank{rank}.json"))
     finally:
