@@ -369,7 +369,7 @@ class DecodeConfig:
     # How a binary mask is applied while decoding: "fold" zeroes the masked heads' o_proj columns for the
     # run (zero cost, identical outputs), "hooks" multiplies head outputs in forward pre-hooks, "prune"
     # removes the masked heads, "auto" prunes where that measured faster than folding (sparse masks, see
-    # ahamask.evaluation.evaluator.choose_mask_application) and folds otherwise.
+    # ahamask.masking.apply.choose_application) and folds otherwise.
     mask_application: str = "auto"
     # Decode in length-sorted batches with batched Whisper features (single process; same answers without
     # BEATs, whose features depend on the batch padding).
@@ -380,6 +380,11 @@ class DecodeConfig:
     speech_cache_dir: str = ""
     # As datasets.resampler of the training config: "torchaudio_sinc" (official) or "soxr".
     resampler: str = "torchaudio_sinc"
+    # Decode with a steering file added to the residual stream (ahamask.analysis.steering): an
+    # audio-silence direction (scripts/find_audio_heads.py) scaled by beta, or instruction-contrast vectors
+    # (scripts/steering_vectors.py build) scaled by alpha; steering_strength is that beta / alpha.
+    steering_path: str = ""
+    steering_strength: float = 1.0
     model: ModelConfig = field(default_factory=ModelConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 

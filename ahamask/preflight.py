@@ -459,6 +459,8 @@ def check_decode_inputs(cfg: DecodeConfig, config_path: str | os.PathLike | None
         "model.speech_llama_proj_model": cfg.model.speech_llama_proj_model,
         "model.prompt_path": cfg.model.prompt_path,
     }
+    if cfg.steering_path:
+        problems.append(_input_file("steering_path", cfg.steering_path, "a steering file (.safetensors)"))
     problems.append(output_file_problem("output_path", cfg.output_path, inputs, audio))
     cache_dir = getattr(cfg, "speech_cache_dir", "")
     if cache_dir:
@@ -472,6 +474,8 @@ def check_chat_inputs(cfg: DecodeConfig) -> None:
     problems, torch_files = _model_file_problems(cfg.model, "model.whisper_path", cfg.model.whisper_path)
     mask, mask_problem = _mask_path(cfg.model)
     problems.append(mask_problem)
+    if cfg.steering_path:
+        problems.append(_input_file("steering_path", cfg.steering_path, "a steering file (.safetensors)"))
     _raise(problems)
     _torch_checks(cfg.model, torch_files, mask)
 

@@ -198,7 +198,13 @@ def _decode(
         # Decoding trains nothing: freezing the front end lets its embeddings be kept for later runs.
         speech_cache = SpeechEmbeddingCache(model.requires_grad_(False), directory=cfg.speech_cache_dir)
     # evaluate owns the model and decodes nothing else with it, so pruning may change it in place.
-    with decoding_mask(model.decoder, mask, cfg.mask_application, apply_ffn=cfg.model.apply_ffn_mask):
+    from ..analysis.steering import steering_from_file
+
+    steering = steering_from_file(model, cfg.steering_path, cfg.steering_strength)
+    with (
+        decoding_mask(model.decoder, mask, cfg.mask_application, apply_ffn=cfg.model.apply_ffn_mask),
+        steering,
+    ):
         decode_dataset(
             model,
             dataset,

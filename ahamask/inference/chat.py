@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from ..analysis.steering import steering_from_file
 from ..config import ConfigError, DecodeConfig, load_decode_config
 from ..data.audio import AudioError, load_feature_extractor, prepare_audio
 from ..data.collate import collate
@@ -211,7 +212,8 @@ class ChatSession:
         sample = dict(spectrogram=spectrogram, raw_wav=raw_wav, text="", task="", Q="", id=str(wav))
         samples = collate([sample])
         prompt = self.model.prompt_for(instruction)
-        with decoding_mask(self.model.decoder, self.weights, "hooks"):
+        steering = steering_from_file(self.model, self.cfg.steering_path, self.cfg.steering_strength)
+        with decoding_mask(self.model.decoder, self.weights, "hooks"), steering:
             answers = self.model.generate(samples, self.cfg.generate, prompts=[prompt])
         return postprocess(answers[0])
 
