@@ -2,10 +2,10 @@
 
 Public API (imported lazily so ``import ahamask`` stays fast)::
 
-    ahamask.load_mask(path) -> torch.Tensor          # released .pth or .safetensors logits
-    ahamask.save_mask(logits, path)
-    ahamask.SALMONN.from_config(model_cfg)
-    with ahamask.head_mask(model.llama_model, logits): ...
+    ahamask.load_mask(path) -> Mask                  # released .pth or .safetensors logits (+ geometry)
+    ahamask.save_mask(mask, path)
+    ahamask.build_backbone(model_cfg)                # SALMONN, Qwen2-Audio or AF3 by model.arch
+    with ahamask.head_mask(model.decoder, mask): ...
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ _EXPORTS = {
     "fold_head_mask": "ahamask.masking.fold",
     "prune_heads": "ahamask.masking.prune",
     "SALMONN": "ahamask.models.salmonn",
+    "build_backbone": "ahamask.models.backbone",
+    "Mask": "ahamask.masking.value",
+    "decoding_mask": "ahamask.masking.apply",
     "make_tiny_bundle": "ahamask.models.tiny",
     "load_train_config": "ahamask.config",
     "load_decode_config": "ahamask.config",
