@@ -1,8 +1,8 @@
 """Instruction-contrast steering vectors on a trained model and a localisation world.
 
 Usage:
-  python scripts/steering_vectors.py build -c configs/localization.yaml --options decode_config=B/decode_config.yaml world_dir=W
-  python scripts/steering_vectors.py localize -c configs/localization.yaml --options decode_config=... world_dir=W
+  python scripts/steering_vectors.py build -c configs/experiments/localization.yaml --options decode_config=B/decode_config.yaml world_dir=W
+  python scripts/steering_vectors.py localize -c configs/experiments/localization.yaml --options decode_config=... world_dir=W
 
 ``build`` writes OUT/vectors/<event>.safetensors (one per event type, from the world's calibration clips);
 ``localize`` reads them and writes OUT/report.json, OUT/table.txt and OUT/plots/example_NNN.png (attention
@@ -20,7 +20,7 @@ from ahamask.utils.cli_args import entry_parser
 
 def main(argv: list[str] | None = None) -> None:
     """Parses the command line and runs ``build`` or ``localize``."""
-    parser = entry_parser(__doc__, "experiment config (configs/localization.yaml)", device=False)
+    parser = entry_parser(__doc__, "experiment config (configs/experiments/localization.yaml)", device=False)
     parser.add_argument("command", choices=("build", "localize"))
     args = parser.parse_args(argv)
     logging.basicConfig(

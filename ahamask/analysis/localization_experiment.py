@@ -161,7 +161,7 @@ class ReadoutSection:
 
 @dataclass
 class LocalizationConfig:
-    """Everything the experiment depends on (``configs/localization.yaml``).
+    """Everything the experiment depends on (``configs/experiments/localization.yaml``).
 
     ``decode_config`` and ``world_dir`` are read only by ``scripts/steering_vectors.py build|localize``: a
     trained bundle's decode config and a built localisation world (the experiment makes its own per seed).

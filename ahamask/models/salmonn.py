@@ -215,11 +215,15 @@ class SALMONN(nn.Module):
         return PromptInputs(embeds, attention, spans)
 
     def audio_token_times(self, n_tokens: int) -> torch.Tensor:
-        """[n_tokens, 2] seconds: each Q-Former window gives ``num_speech_query_token`` tokens."""
+        """[n_tokens, 2] seconds: each Q-Former window gives ``num_speech_query_token`` tokens; windows start every
+        ``stride`` encoder frames and span ``window`` frames (``second_stride`` / ``second_per_window`` rounded
+        to frames, 0.34 s for the official 0.333333 s)."""
         queries = max(self.cfg.num_speech_query_token, 1)
         window = torch.arange(n_tokens) // queries
-        start = window * self.cfg.second_stride
-        return torch.stack([start, start + self.cfg.second_per_window], dim=-1).float()
+        # The windows advance by whole encoder frames (50 per second), as encode_auditory_features cuts them.
+        per_frame = 30.0 / _ENCODER_FRAMES_PER_30S
+        start = window * self.stride * per_frame
+        return torch.stack([start, start + self.window * per_frame], dim=-1).float()
 
     @property
     def mask_size(self) -> int:

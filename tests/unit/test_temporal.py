@@ -102,11 +102,6 @@ def test_salmonn_token_times_round_trip(shared_tiny_model):
     assert float(times[-1, 1]) <= 4.0 + 1e-6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SALMONN.audio_token_times uses cfg.second_stride (0.333333 s) while the encoder windows advance "
-    "by round(50 * 0.333333) = 17 frames = 0.34 s; reported to the owner of models/salmonn.py",
-)
 def test_salmonn_token_times_match_the_encoder_windows(shared_tiny_model):
     model = shared_tiny_model
     times = model.audio_token_times(4)
