@@ -1,5 +1,6 @@
 """Qwen2-Audio and Audio Flamingo 3 tiny bundles through the real entry points: train.py trains a mask,
-evaluate.py decodes with it, scripts/score.py scores; a mask of another model's geometry is a one-line error."""
+evaluate.py decodes with it, scripts/score.py scores, the instruction sweep and the one-shot chat give the
+same answers under the mask; a mask of another model's geometry is a one-line error."""
 
 from __future__ import annotations
 
@@ -59,6 +60,40 @@ def test_train_evaluate_score(arch, tmp_path):
     )
     assert scored.returncode == 0, scored.stderr[-2000:]
     assert (tmp_path / "scores.json").is_file()
+    # The instruction sweep (two instructions, then the mask) and the one-shot chat on the same bundle.
+    instructions = tmp_path / "instructions.json"
+    instructions.write_text(json.dumps(["What is the gender of the speaker?", "Male or female?"]))
+    swept = _run(
+        str(REPO / "scripts" / "instruction_sweep.py"),
+        "-c",
+        str(bundle / "decode_config.yaml"),
+        "--instructions",
+        str(instructions),
+        "--masks",
+        str(mask),
+        "--out",
+        str(tmp_path / "sweep.json"),
+        cwd=tmp_path,
+    )
+    assert swept.returncode == 0, swept.stderr[-2000:]
+    report = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(report["instructions"]) == 2 and len(report["masks"]) == 1
+    # The mask run of the sweep decodes what evaluate.py decoded with the same mask.
+    assert report["masks"][0]["outputs"] == [r["output"] for r in rows]
+    wav = json.loads((bundle / "data" / "test.json").read_text())["annotation"][0]["path"]
+    wav = (bundle / "data" / wav) if not Path(wav).is_absolute() else Path(wav)
+    chatted = _run(
+        str(REPO / "cli_inference.py"),
+        "-c",
+        str(bundle / "decode_config.yaml"),
+        "--options",
+        f"model.weight_mask_path={mask}",
+        "--wav",
+        str(wav),
+        cwd=tmp_path,
+    )
+    assert chatted.returncode == 0, chatted.stderr[-2000:]
+    assert chatted.stdout.strip() == rows[0]["output"]  # the chat's answer is evaluate.py's
 
 
 def test_mask_of_another_model_is_a_one_line_error(tmp_path):
