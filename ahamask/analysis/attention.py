@@ -40,7 +40,8 @@ class AudioAttention:
 
     Attributes:
         weights: [batch, n_layers_selected, n_heads, n_audio_tokens] probability from the query position to
-            each audio token.
+            each audio token of the row's own span (``audio_spans``); a row with fewer audio tokens than the
+            batch's padded width (a shorter clip on Qwen2-Audio / AF3) is 0 past its count.
         layers: the decoder layers of axis 1.
         audio_spans: per row ``(start, end)`` of the audio tokens in the padded prompt.
         total_mass: [batch, n_layers_selected, n_heads] probability summed over every key position (1 up to
@@ -140,8 +141,11 @@ def audio_attention(
         for handle in handles:
             handle.remove()
     rows = torch.stack([captured[layer] for layer in chosen], dim=1)  # [batch, L, H, length]
-    n_audio = speech_embeds.shape[1]
-    weights = torch.stack([rows[i, :, :, s : s + n_audio] for i, (s, _) in enumerate(inputs.audio_spans)])
+    # A row's own span: Qwen2-Audio / AF3 rows of a shorter clip have fewer audio tokens than the batch's
+    # padded width (its span ends early); their weights past their count are 0, not the text after the audio.
+    weights = rows.new_zeros(*rows.shape[:3], speech_embeds.shape[1])
+    for i, (start, end) in enumerate(inputs.audio_spans):
+        weights[i, :, :, : end - start] = rows[i, :, :, start:end]
     return AudioAttention(
         weights=weights,
         layers=chosen,

@@ -156,6 +156,22 @@ def predict_options(logprobs: torch.Tensor, options: Sequence[Sequence[str]], mo
     return out
 
 
+def _check_same_audio_positions(
+    model: AudioLLM, audio: torch.Tensor, silence: torch.Tensor, prompts: Sequence[str]
+) -> None:
+    """Silence must give every row the audio tokens at the same positions (shape alone is not enough: on
+    Qwen2-Audio / AF3 a row's count is read from its zero padding, see ``pad_audio_rows``)."""
+    same = silence.shape == audio.shape
+    if same:
+        spans = model.prompt_inputs(audio, prompts).audio_spans
+        same = spans == model.prompt_inputs(silence, prompts).audio_spans
+    if not same:
+        raise RuntimeError(
+            f"silence gave {tuple(silence.shape)} audio embeddings at other positions than the audio's "
+            f"{tuple(audio.shape)}"
+        )
+
+
 def probe_set(
     model: AudioLLM,
     batches: Iterable[ProbeBatch],
@@ -180,10 +196,7 @@ def probe_set(
         for batch in batches:
             audio = model.encode_audio(batch.samples)
             silence = model.encode_audio(silence_like(batch.samples))
-            if silence.shape != audio.shape:
-                raise RuntimeError(
-                    f"silence gave {tuple(silence.shape)} audio embeddings, audio {tuple(audio.shape)}"
-                )
+            _check_same_audio_positions(model, audio, silence, batch.prompts)
             masses.append(audio_attention(model, audio, batch.prompts).audio_mass.cpu())
             lp_audio = answer_logprobs(model, audio, batch.prompts)
             lp_silence = answer_logprobs(model, silence, batch.prompts)
