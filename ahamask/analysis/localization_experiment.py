@@ -22,6 +22,10 @@ also keeps a step CPU-cheap), then the decoder trains on three tasks:
 ``tags`` (also the empty-instruction default), ``detect`` (yes/no for a queried event) and, with a small
 share (``base.localize_share``, "a little grounding data"), ``localize`` (the span as text). The read-out is
 never trained: nothing in training looks at attention.
+
+Only the base model is a SALMONN: :func:`build_event_vectors` and :func:`localize` take any
+:class:`~ahamask.models.backbone.AudioLLM` (the ``build`` / ``localize`` commands of
+:mod:`ahamask.analysis.steering_vectors_cli` run them on a Qwen2-Audio or AF3 bundle too).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from ..demo.base_model import (
     build_initial_bundle,
     save_trained_bundle,
 )
+from ..models.backbone import AudioLLM, pad_audio_rows
 from ..models.salmonn import SALMONN
 from ..synth.localization_world import (
     TEST_TEMPLATES,
@@ -315,9 +320,14 @@ def train_localization_base(
 
 # ---------------------------------------------------------------------------------------------------- audio
 def _encode_manifest(
-    model: SALMONN, manifest: Path, batch_size: int
+    model: AudioLLM, manifest: Path, batch_size: int
 ) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    """(annotation entries, clip path -> [n_tokens, hidden] speech embeddings), each clip encoded once."""
+    """(annotation entries, clip path -> [n_tokens, hidden] speech embeddings), each clip encoded once.
+
+    Every row is zero-padded to the manifest's most audio tokens (:func:`pad_audio_rows`: Qwen2-Audio / AF3
+    give a shorter clip fewer tokens and read its count back from the padding; SALMONN's rows are all the same
+    length), so rows of any chunks stack and one ``audio_token_times`` serves them all.
+    """
     dataset = SALMONNDataset(manifest, model.cfg.whisper_path)
     entries = list(dataset.annotation)
     first: dict[str, int] = {}
@@ -332,12 +342,14 @@ def _encode_manifest(
             speech = model.encode_audio(samples)
             for (path, _), row in zip(chunk, speech, strict=True):
                 embeds[path] = row
+    if embeds:
+        embeds = dict(zip(embeds, pad_audio_rows(list(embeds.values())).unbind(0), strict=True))
     return entries, embeds
 
 
 # ---------------------------------------------------------------------------------------------------- vectors
 def build_event_vectors(
-    model: SALMONN, world: LocalizationWorld, out_dir: Path, cfg: SteeringSection, batch_size: int = 64
+    model: AudioLLM, world: LocalizationWorld, out_dir: Path, cfg: SteeringSection, batch_size: int = 64
 ) -> dict[str, Path]:
     """One vector file per event type from the calibration clips; returns event -> file."""
     entries, embeds = _encode_manifest(model, world.manifests["calib"]["tags"], batch_size)
@@ -376,7 +388,7 @@ def build_event_vectors(
 
 # ---------------------------------------------------------------------------------------------------- localise
 def _readout_cfg(
-    cfg: LocalizationConfig, model: SALMONN, heads: list[tuple[int, int]] | None
+    cfg: LocalizationConfig, model: AudioLLM, heads: list[tuple[int, int]] | None
 ) -> ReadoutConfig:
     r = cfg.readout
     return ReadoutConfig(
@@ -389,7 +401,7 @@ def _readout_cfg(
     )
 
 
-def _read_layers(cfg: LocalizationConfig, model: SALMONN) -> list[int]:
+def _read_layers(cfg: LocalizationConfig, model: AudioLLM) -> list[int]:
     n = model.geometry.n_layers
     if cfg.readout.layers:
         return list(cfg.readout.layers)
@@ -397,7 +409,7 @@ def _read_layers(cfg: LocalizationConfig, model: SALMONN) -> list[int]:
     return list(range(min(inject) + 1, n)) or [n - 1]
 
 
-def _prompt(model: SALMONN, kind: str, event: str, cfg: LocalizationConfig) -> str:
+def _prompt(model: AudioLLM, kind: str, event: str, cfg: LocalizationConfig) -> str:
     if kind == "query":
         return model.prompt_for(TEST_TEMPLATES["localize"].format(event))
     if kind == "neutral":
@@ -408,7 +420,7 @@ def _prompt(model: SALMONN, kind: str, event: str, cfg: LocalizationConfig) -> s
 
 
 def localize(
-    model: SALMONN,
+    model: AudioLLM,
     world: LocalizationWorld,
     vector_files: dict[str, Path],
     cfg: LocalizationConfig,
