@@ -293,3 +293,15 @@ def test_steering_vectors_build_and_localize(qwen, tmp_path):
     assert report["alpha_sweep"]["0"] == methods["unsteered read-out"]
     assert "steered read-out" in (tmp_path / "out" / "table.txt").read_text()
     assert (tmp_path / "out" / "plots" / "example_000.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_manifest_of_clips_of_other_lengths_stacks_with_its_counts(bundles, arch, model):
+    from ahamask.analysis.localization_experiment import _encode_manifest
+
+    manifest = bundles(arch) / "data" / "test.json"  # clips of 1.77 .. 2.37 s
+    _, pairs = _encode_manifest(model, manifest, 2)
+    _, alone = _encode_manifest(model, manifest, 1)
+    stacked = torch.stack(list(pairs.values()))
+    counts = [audio_token_counts(row[None])[0] for row in alone.values()]
+    assert len(set(counts)) > 1 and stacked.shape[1] == max(counts)
+    assert audio_token_counts(stacked) == counts
