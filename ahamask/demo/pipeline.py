@@ -157,16 +157,31 @@ def run_demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stages = _Stages(force)
-    world_dir, init_dir, base_dir = out / "world", out / "base_init", out / "base"
-    mask_dir, eval_dir = out / "masks", out / "eval"
+    world, world_fp = _world_stage(stages, out, settings)
+    base_summary, base_fp = _base_stage(stages, out, settings, world, world_fp, progress)
+    masks, masks_fp = _mask_stage(stages, out, settings, world, base_fp, template)
+    results = _evaluation_stage(stages, out, settings, world, masks, masks_fp, progress)
+    report = _report_stage(stages, out, settings, results, masks, base_summary)
+    return DemoResult(out, report, text_table(results_table(results)), stages.seconds, stages.reused)
 
+
+def _world_stage(stages: _Stages, out: Path, settings: DemoSettings) -> tuple[WorldInfo, str]:
+    """Stage 1: the synthetic world in ``out/world``; returns it and its fingerprint."""
+    world_dir = out / "world"
     world_fp = fingerprint(
         "world", settings.seed, settings.n_train, settings.n_valid, settings.n_test, list(settings.tasks)
     )
     world = stages.run(
         "world", world_dir, world_fp, lambda: _build_world(world_dir, settings), lambda: load_world(world_dir)
     )
+    return world, world_fp
 
+
+def _base_stage(
+    stages: _Stages, out: Path, settings: DemoSettings, world: WorldInfo, world_fp: str, progress: bool
+) -> tuple[dict[str, Any], str]:
+    """Stage 2: the trained base model in ``out/base``; returns its training summary and fingerprint."""
+    init_dir, base_dir = out / "base_init", out / "base"
     base_fp = fingerprint("base", world_fp, asdict(settings.model), asdict(settings.base))
 
     def train_base() -> dict[str, Any]:
@@ -181,7 +196,14 @@ def run_demo(
         train_base,
         lambda: json.loads((base_dir / "base_training.json").read_text(encoding="utf-8")),
     )
+    return base_summary, base_fp
 
+
+def _mask_stage(
+    stages: _Stages, out: Path, settings: DemoSettings, world: WorldInfo, base_fp: str, template: Path
+) -> tuple[dict[str, torch.Tensor], str]:
+    """Stage 3: one trained mask per task in ``out/masks``; returns task -> logits and the fingerprint."""
+    base_dir, mask_dir = out / "base", out / "masks"
     template_hash = hashlib.sha256(Path(template).read_bytes()).hexdigest()[:16]
     masks_fp = fingerprint("masks", base_fp, asdict(settings.masks), template_hash, list(settings.tasks))
 
@@ -196,7 +218,20 @@ def run_demo(
         train_all,
         lambda: {t: load_mask(mask_checkpoint(mask_dir, t)).values for t in settings.tasks},
     )
+    return masks, masks_fp
 
+
+def _evaluation_stage(
+    stages: _Stages,
+    out: Path,
+    settings: DemoSettings,
+    world: WorldInfo,
+    masks: dict[str, torch.Tensor],
+    masks_fp: str,
+    progress: bool,
+) -> dict[str, Any]:
+    """Stage 4: every condition of every task decoded and scored into ``out/eval``; returns the results."""
+    base_dir, eval_dir = out / "base", out / "eval"
     eval_fp = fingerprint(
         "evaluation",
         masks_fp,
@@ -227,7 +262,7 @@ def run_demo(
         atomic_write_json(results, eval_dir / "results.json")
         return results
 
-    results = stages.run(
+    return stages.run(
         "evaluation",
         eval_dir,
         eval_fp,
@@ -235,9 +270,19 @@ def run_demo(
         lambda: json.loads((eval_dir / "results.json").read_text(encoding="utf-8")),
     )
 
+
+def _report_stage(
+    stages: _Stages,
+    out: Path,
+    settings: DemoSettings,
+    results: dict[str, Any],
+    masks: dict[str, torch.Tensor],
+    base_summary: dict[str, Any],
+) -> dict[str, Any]:
+    """Stage 5 (always run): report.md / report.json and pictures, then timings.json; returns the report."""
     logger.info("stage %d/%d: report ...", len(STAGES), len(STAGES))
     started = time.perf_counter()
-    geometry = json.loads((base_dir / "llama" / "config.json").read_text(encoding="utf-8"))
+    geometry = json.loads((out / "base" / "llama" / "config.json").read_text(encoding="utf-8"))
     n_layers, n_heads = geometry["num_hidden_layers"], geometry["num_attention_heads"]
     stages.seconds["report"] = 0.0
     # report.json holds only what the computation determines (no wall-clock times), so two runs on the same
@@ -256,4 +301,4 @@ def run_demo(
         "reused_stages": stages.reused,
     }
     atomic_write_json(timings, out / "timings.json")
-    return DemoResult(out, report, text_table(results_table(results)), stages.seconds, stages.reused)
+    return report
