@@ -43,12 +43,12 @@ from ..demo.base_model import (
     BaseModelSpec,
     BaseTrainSettings,
     ClipBank,
-    _aux_targets,
-    _Batches,
-    _lr_at,
-    _pretrain_speech,
-    _training_model,
 )
+from ..demo.base_model import ClipBatches as _Batches
+from ..demo.base_model import aux_targets as _aux_targets
+from ..demo.base_model import lr_at as _lr_at
+from ..demo.base_model import pretrain_speech as _pretrain_speech
+from ..demo.base_model import training_model as _training_model
 from ..models.tiny import make_tiny_bundle
 from ..synth.mcq_world import FAVOURED, QTYPES, build_mcq_world, mcq_corpus
 from ..utils.io import atomic_write_json

@@ -49,7 +49,20 @@ from ..utils.io import atomic_torch_save, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BaseModelSpec", "BaseTrainSettings", "ClipBank", "build_initial_bundle", "train_base_model"]
+__all__ = [
+    "AuxiliaryHeads",
+    "BaseModelSpec",
+    "BaseTrainSettings",
+    "ClipBank",
+    "ClipBatches",
+    "aux_targets",
+    "build_initial_bundle",
+    "lr_at",
+    "pretrain_speech",
+    "save_trained_bundle",
+    "train_base_model",
+    "training_model",
+]
 
 # Register and loudness label order of the auxiliary heads (closed sets of the world).
 _REGISTERS = ("low", "high")
@@ -251,7 +264,17 @@ class AuxiliaryHeads(nn.Module):
         return loss
 
 
-def _aux_targets(labels: Sequence[dict[str, Any]], min_count: int) -> dict[str, torch.Tensor]:
+def aux_targets(labels: Sequence[dict[str, Any]], min_count: int) -> dict[str, torch.Tensor]:
+    """The targets of :class:`AuxiliaryHeads` for a batch of clips, from their manifest labels.
+
+    Args:
+        labels: one labels dict per clip (``symbols``, ``register``, ``count``, ``loudness``).
+        min_count: the smallest count in the training clips (class 0 of the count head).
+
+    Returns:
+        ``first``, ``bag``, ``register``, ``count``, ``loudness``, ``ctc`` (1-based symbol ids, 0-padded) and
+        ``ctc_lengths``, as :meth:`AuxiliaryHeads.forward` takes them.
+    """
     index = {word: i for i, word in enumerate(SYMBOL_WORDS)}
     symbols = [[index[w] for w in lab["symbols"]] for lab in labels]
     longest = max(len(s) for s in symbols)
@@ -271,16 +294,22 @@ def _aux_targets(labels: Sequence[dict[str, Any]], min_count: int) -> dict[str, 
     }
 
 
-def _lr_at(step: int, settings: BaseTrainSettings) -> float:
-    """Learning-rate factor: linear warm-up to 1, then a cosine down to 0.1."""
+def lr_at(step: int, settings: BaseTrainSettings) -> float:
+    """Learning-rate factor of ``step`` (0-based): linear warm-up to 1, then a cosine down to 0.1.
+
+    The demo's base training multiplies each parameter group's peak rate by it; the analyses that train
+    their own base models reuse it so that their schedules are the demo's.
+    """
     if step < settings.warmup_steps:
         return (step + 1) / settings.warmup_steps
     progress = (step - settings.warmup_steps) / max(settings.steps - settings.warmup_steps, 1)
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _training_model(bundle: Path, eager_attention: bool = False) -> SALMONN:
+def training_model(bundle: Path, eager_attention: bool = False) -> SALMONN:
     """The bundle's SALMONN with every part trainable: Whisper unfrozen, LLaMA without LoRA.
+
+    A base model is trained from scratch, so nothing is frozen, unlike the mask training's frozen LALM.
 
     Args:
         bundle: the initial bundle.
@@ -299,25 +328,35 @@ def _training_model(bundle: Path, eager_attention: bool = False) -> SALMONN:
     return model
 
 
-class _Batches:
-    """Clip indices in shuffled passes: every clip once per pass, a fresh permutation per pass."""
+class ClipBatches:
+    """Clip indices in shuffled passes: every clip once per pass, a fresh permutation per pass.
+
+    A pass's tail that does not fill a batch is completed from the next pass, so every batch has
+    ``batch_size`` clips and the draws depend on ``rng`` alone (the caller owns it).
+
+    Args:
+        n: number of clips.
+        batch_size: clips per batch.
+        rng: the generator of the permutations.
+    """
 
     def __init__(self, n: int, batch_size: int, rng: random.Random) -> None:
         self.n, self.batch_size, self.rng = n, batch_size, rng
         self.order: list[int] = []
 
     def next(self) -> list[int]:
+        """The next batch of clip indices."""
         if len(self.order) < self.batch_size:
             self.order += self.rng.sample(range(self.n), self.n)
         batch, self.order = self.order[: self.batch_size], self.order[self.batch_size :]
         return batch
 
 
-def _pretrain_speech(
+def pretrain_speech(
     model: SALMONN,
     heads: AuxiliaryHeads,
     bank: ClipBank,
-    batches: _Batches,
+    batches: ClipBatches,
     settings: BaseTrainSettings,
     min_count: int,
     use_bf16: bool,
@@ -330,8 +369,18 @@ def _pretrain_speech(
     (so each step is cheap). Trained jointly from the start, the decoder's gradient reaches the encoder
     before the decoder is of any use, and transcription stayed poor in the runs that tried it.
 
+    Args:
+        model: the SALMONN being trained (its LLM is left alone).
+        heads: the auxiliary probes, trained with the speech side.
+        bank: the training clips.
+        batches: the batch draws (shared with the joint phase that follows).
+        settings: ``speech_steps``, ``speech_lr`` (else ``lr``) and ``weight_decay`` are read.
+        min_count: the smallest count in ``bank`` (class 0 of the count probe).
+        use_bf16: run the encoder under bf16 autocast.
+        progress: show a progress bar.
+
     Returns:
-        The auxiliary loss averaged over every 50 steps.
+        The auxiliary loss averaged over every 50 steps (empty when ``settings.speech_steps`` <= 0).
     """
     if settings.speech_steps <= 0:
         return []
@@ -346,7 +395,7 @@ def _pretrain_speech(
         batch = batches.next()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             speech = model.encode_speech(bank.spectrograms[batch])
-        loss = heads(speech.float(), _aux_targets([bank.labels[i] for i in batch], min_count))
+        loss = heads(speech.float(), aux_targets([bank.labels[i] for i in batch], min_count))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -385,24 +434,108 @@ def train_base_model(
     Raises:
         ValueError: if a task is not in the world.
     """
-    tasks = list(tasks or world.tasks)
-    unknown = [t for t in [*tasks, settings.default_task] if t not in world.tasks]
-    if unknown:
-        raise ValueError(f"tasks: {unknown} are not tasks of the world at {world.root} ({list(world.tasks)})")
+    tasks = _checked_tasks(world, tasks, settings)
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     # Mixed precision only where bf16 is native: float32 weights and optimizer, bf16 products.
     use_bf16 = settings.bf16 == "on"
-    model = _training_model(bundle, eager_attention=use_bf16)
+    model = training_model(bundle, eager_attention=use_bf16)
     bank = ClipBank.from_manifest(world.manifests["train"][world.tasks[0]], bundle / "whisper", progress)
     counts = sorted({int(lab["count"]) for lab in bank.labels})
     heads = AuxiliaryHeads(model.llama_model.config.hidden_size, counts[-1] - counts[0] + 1)
+    optimizer, params = _joint_optimizer(model, heads, settings)
+    instructions = {t: task_instructions(t, "train") for t in tasks}
+    n_params = _log_sizes(model, params, len(bank.labels), tasks, use_bf16)
+    model.train()
+    batches = ClipBatches(len(bank.labels), settings.batch_size, rng)
+    speech_curve = pretrain_speech(model, heads, bank, batches, settings, counts[0], use_bf16, progress)
+    history = _train_jointly(
+        model,
+        heads,
+        bank,
+        batches,
+        optimizer,
+        settings,
+        tasks,
+        instructions,
+        rng,
+        counts[0],
+        use_bf16,
+        progress,
+    )
+    model.eval()
+    summary = _training_summary(history, speech_curve, settings, started, n_params, use_bf16, tasks)
+    _save_base_model(model, world, tasks, bundle, out, settings.max_new_tokens, summary)
+    return summary
+
+
+def _log_sizes(
+    model: SALMONN, params: list[nn.Parameter], n_clips: int, tasks: list[str], use_bf16: bool
+) -> int:
+    """Logs what is about to be trained; returns the model's parameter count (auxiliary heads excluded)."""
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info(
+        "base model: %d parameters (%d trainable incl. auxiliary heads), %d clips, tasks %s, %s",
+        n_params,
+        sum(p.numel() for p in params),
+        n_clips,
+        tasks,
+        "bf16 autocast" if use_bf16 else "float32",
+    )
+    return n_params
+
+
+def _checked_tasks(world: WorldInfo, tasks: Sequence[str] | None, settings: BaseTrainSettings) -> list[str]:
+    """The tasks to train on (default: the world's), after checking them and the default task."""
+    tasks = list(tasks or world.tasks)
+    unknown = [t for t in [*tasks, settings.default_task] if t not in world.tasks]
+    if unknown:
+        raise ValueError(f"tasks: {unknown} are not tasks of the world at {world.root} ({list(world.tasks)})")
+    return tasks
+
+
+def _save_base_model(
+    model: SALMONN,
+    world: WorldInfo,
+    tasks: list[str],
+    bundle: Path,
+    out: Path,
+    max_new_tokens: int,
+    summary: dict[str, Any],
+) -> None:
+    """Saves the trained bundle (configs pointing at the world's manifests) and ``base_training.json``."""
+    mixed = world.mixed_manifests
+    save_trained_bundle(
+        model,
+        bundle,
+        out,
+        max_new_tokens,
+        {"train": mixed["train"], "valid": mixed["valid"], "test": world.manifests["test"][tasks[0]]},
+    )
+    atomic_write_json(summary, out / "base_training.json")
+    logger.info(
+        "base model trained in %.0f s: CE %.3f, auxiliary %.3f -> %s",
+        summary["seconds"],
+        summary["final_ce"],
+        summary["final_aux"],
+        out,
+    )
+
+
+def _joint_optimizer(
+    model: SALMONN, heads: AuxiliaryHeads, settings: BaseTrainSettings
+) -> tuple[torch.optim.AdamW, list[nn.Parameter]]:
+    """AdamW over the LLM and the speech side (with the probes), each group with its own peak rate.
+
+    Returns:
+        The optimizer (each group's ``peak`` is what :func:`lr_at` scales) and every parameter it trains,
+        LLM first.
+    """
     llm = [p for p in model.llama_model.parameters() if p.requires_grad]
     llm_ids = {id(p) for p in llm}
     speech_side = [p for p in model.parameters() if p.requires_grad and id(p) not in llm_ids]
     speech_side += list(heads.parameters())
-    params = llm + speech_side
     # Two rates: the speech side (encoder, Q-Former, projection, probes) collapses to CTC blanks above ~2e-3,
     # while the decoder learns faster with more.
     speech_lr = settings.speech_lr or settings.lr
@@ -411,20 +544,30 @@ def train_base_model(
         lr=settings.lr,
         weight_decay=settings.weight_decay,
     )
-    instructions = {t: task_instructions(t, "train") for t in tasks}
-    n_params = sum(p.numel() for p in model.parameters())
-    logger.info(
-        "base model: %d parameters (%d trainable incl. auxiliary heads), %d clips, tasks %s, %s",
-        n_params,
-        sum(p.numel() for p in params),
-        len(bank.labels),
-        tasks,
-        "bf16 autocast" if use_bf16 else "float32",
-    )
+    return optimizer, llm + speech_side
 
-    model.train()
-    batches = _Batches(len(bank.labels), settings.batch_size, rng)
-    speech_curve = _pretrain_speech(model, heads, bank, batches, settings, counts[0], use_bf16, progress)
+
+def _train_jointly(
+    model: SALMONN,
+    heads: AuxiliaryHeads,
+    bank: ClipBank,
+    batches: ClipBatches,
+    optimizer: torch.optim.Optimizer,
+    settings: BaseTrainSettings,
+    tasks: list[str],
+    instructions: dict[str, Sequence[str]],
+    rng: random.Random,
+    min_count: int,
+    use_bf16: bool,
+    progress: bool,
+) -> list[dict[str, float]]:
+    """Phase 2: the whole model on its token cross-entropy plus the probes; returns each step's losses.
+
+    Every clip is asked for a random task of ``tasks`` with a random paraphrase of ``instructions[task]``,
+    or (a share ``settings.empty_share``) for the default task with no instruction. Gradients are clipped
+    over every parameter of ``optimizer``.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     history: list[dict[str, float]] = []
     bar = tqdm(range(settings.steps), desc="base model", disable=not progress, dynamic_ncols=True)
     for step in bar:
@@ -439,11 +582,11 @@ def train_base_model(
         ]
         targets = [make_target(t, lab) for t, lab in zip(chosen, labels, strict=True)]
         for group in optimizer.param_groups:
-            group["lr"] = group["peak"] * _lr_at(step, settings)
+            group["lr"] = group["peak"] * lr_at(step, settings)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             speech = model.encode_speech(bank.spectrograms[batch])
             ce = model({"text": targets}, prompts=prompts, speech_embeds=speech)["loss"].float()
-            aux = heads(speech.float(), _aux_targets(labels, counts[0]))
+            aux = heads(speech.float(), aux_targets(labels, min_count))
         loss = ce + settings.aux_weight * aux
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -452,9 +595,21 @@ def train_base_model(
         history.append({"ce": ce.item(), "aux": aux.item()})
         bar.set_postfix(ce=f"{ce.item():.3f}", aux=f"{aux.item():.3f}")
     bar.close()
-    model.eval()
+    return history
+
+
+def _training_summary(
+    history: list[dict[str, float]],
+    speech_curve: list[dict[str, float]],
+    settings: BaseTrainSettings,
+    started: float,
+    n_params: int,
+    use_bf16: bool,
+    tasks: list[str],
+) -> dict[str, Any]:
+    """What ``base_training.json`` holds: final losses (mean of the last 50 steps), curves, settings."""
     tail = history[-50:]
-    summary = {
+    return {
         "steps": settings.steps,
         "seconds": round(time.perf_counter() - started, 1),
         "final_ce": sum(h["ce"] for h in tail) / len(tail),
@@ -470,23 +625,6 @@ def train_base_model(
         "tasks": tasks,
         "settings": asdict(settings),
     }
-    mixed = world.mixed_manifests
-    save_trained_bundle(
-        model,
-        bundle,
-        out,
-        settings.max_new_tokens,
-        {"train": mixed["train"], "valid": mixed["valid"], "test": world.manifests["test"][tasks[0]]},
-    )
-    atomic_write_json(summary, out / "base_training.json")
-    logger.info(
-        "base model trained in %.0f s: CE %.3f, auxiliary %.3f -> %s",
-        summary["seconds"],
-        summary["final_ce"],
-        summary["final_aux"],
-        out,
-    )
-    return summary
 
 
 _PATH_KEYS = (
