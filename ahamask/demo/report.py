@@ -391,11 +391,23 @@ def _environment_line(ctx: Mapping[str, Any]) -> str:
 
 
 def _render_markdown(report: Mapping[str, Any], n_layers: int, n_heads: int) -> str:
+    """report.md: the setup, the results tables, what they show, examples and the masks."""
+    lines = _summary_lines(report, n_layers, n_heads)
+    lines += _verdict_lines(report["verdicts"])
+    lines += ["", "## Examples (first held-out clip)", ""]
+    lines += [_markdown(_example_rows(report["results"])), ""]
+    lines += _mask_lines(report, n_layers, n_heads)
+    lines += ["", "Pictures: " + ", ".join(f"[{p}]({p})" for p in report["pictures"]), ""]
+    return "\n".join(lines)
+
+
+def _summary_lines(report: Mapping[str, Any], n_layers: int, n_heads: int) -> list[str]:
+    """The setup paragraph, the results and task-format tables, and the thresholds of the verdicts."""
     ctx = report["context"]
     results = report["results"]
     settings = ctx.get("settings", {})
     n_instr = settings.get("evaluation", {}).get("n_instructions", "?")
-    lines = [
+    return [
         "# AHAMask demo: results",
         "",
         f"A tiny SALMONN-architecture model ({ctx.get('parameters', 0):,} parameters; LLM {n_layers} "
@@ -434,8 +446,11 @@ def _render_markdown(report: Mapping[str, Any], n_layers: int, n_heads: int) -> 
         f"{DEFAULT_SHARE:g}% of the no-instruction answers are in its format.",
         "",
     ]
-    verdict = report["verdicts"]
-    lines += [f"- {v['sentence']}" for v in verdict.values()]
+
+
+def _verdict_lines(verdict: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One sentence per task, then the tasks grouped by what their mask achieved."""
+    lines = [f"- {v['sentence']}" for v in verdict.values()]
     groups = {
         "switched to instruction level": [
             t for t, v in verdict.items() if not v["default"] and v["switches"] and v["reaches_instruction"]
@@ -452,7 +467,11 @@ def _render_markdown(report: Mapping[str, Any], n_layers: int, n_heads: int) -> 
         "",
         "In short: " + "; ".join(f"{k}: {', '.join(v) if v else 'none'}" for k, v in groups.items()) + ".",
     ]
-    lines += ["", "## Examples (first held-out clip)", ""]
+    return lines
+
+
+def _example_rows(results: Mapping[str, Any]) -> list[list[str]]:
+    """The examples table: each masked task's answers to its first held-out clip under every condition."""
     example_rows = [["task", "reference", "instruction 0", "no instruction", "AHAMask", "random mask"]]
     for task, entry in results["tasks"].items():
         if "mask" not in entry:
@@ -466,8 +485,12 @@ def _render_markdown(report: Mapping[str, Any], n_layers: int, n_heads: int) -> 
             entry["random"]["per_seed"][0]["examples"][0],
         ]
         example_rows.append([TASKS[task].display, *map(_code_cell, texts)])
-    lines += [_markdown(example_rows), ""]
-    lines += [
+    return example_rows
+
+
+def _mask_lines(report: Mapping[str, Any], n_layers: int, n_heads: int) -> list[str]:
+    """Active heads per layer of every mask, and the masks' pairwise overlap."""
+    lines = [
         "## Masks",
         "",
         "Active heads per layer (of " + str(n_heads) + "):",
@@ -490,5 +513,4 @@ def _render_markdown(report: Mapping[str, Any], n_layers: int, n_heads: int) -> 
             + [[TASKS[a].display, *[f"{report['mask_iou'][a][b]:.2f}" for b in tasks]] for a in tasks]
         )
     )
-    lines += ["", "Pictures: " + ", ".join(f"[{p}]({p})" for p in report["pictures"]), ""]
-    return "\n".join(lines)
+    return lines
