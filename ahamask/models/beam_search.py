@@ -243,6 +243,9 @@ def official_beam_search(
 ) -> torch.LongTensor:
     """Beam search with transformers 4.28's scoring, from prompt embeddings.
 
+    (Over 60 lines only through its signature and argument documentation, the 4.28 generation keys; the
+    body is the step loop, its parts in :func:`_prefill`, :func:`_beam_step` and :func:`_finalize`.)
+
     Args:
         llm: a causal LM taking ``inputs_embeds`` / ``input_ids``, ``position_ids`` and a ``DynamicCache``
             (LLaMA, peft-wrapped or not; mask hooks attached to it apply).
@@ -276,16 +279,57 @@ def official_beam_search(
     if max_new_tokens < 1:
         raise ValueError(f"generate.max_new_tokens: {max_new_tokens} must be >= 1")
     batch = inputs_embeds.shape[0]
-    device = inputs_embeds.device
     rows = batch * num_beams
     max_length = 1 + max_new_tokens  # 4.28: max_new_tokens + the dummy BOS's length
+    processors = _logits_processors(repetition_penalty, min_length, eos_token_id, inputs_embeds.device)
+    cache, logprobs, attention, next_position = _prefill(llm, inputs_embeds, attention_mask, num_beams)
+    ids = torch.full((rows, 1), bos_token_id, dtype=torch.long, device=inputs_embeds.device)
+    beam_scores = torch.zeros(batch, num_beams, dtype=torch.float32, device=inputs_embeds.device)
+    beam_scores[:, 1:] = _INACTIVE_BEAM_SCORE
+    beam_scores = beam_scores.view(-1)
+    hyps = [BeamHypotheses428(num_beams, length_penalty, early_stopping, max_length) for _ in range(batch)]
+    done = [False] * batch
+    while True:
+        scores = processors(ids, logprobs) + beam_scores[:, None]
+        beam_scores, beam_rows, next_tokens = _beam_step(
+            scores, ids, hyps, done, num_beams, eos_token_id, pad_token_id
+        )
+        ids = torch.cat([ids[beam_rows], next_tokens.view(-1, 1)], dim=-1)
+        if all(done) or ids.shape[-1] >= max_length:
+            break
+        if stop_row0 and int(ids[0, -1]) == eos_token_id:
+            break
+        cache.reorder_cache(beam_rows)
+        attention = torch.cat([attention, attention.new_ones(rows, 1)], dim=-1)
+        next_position = next_position + 1
+        logprobs = _cached_step(llm, cache, attention, next_position, input_ids=ids[:, -1:])
+    return _finalize(ids, beam_scores, hyps, done, num_beams, max_length, eos_token_id, pad_token_id)
+
+
+def _logits_processors(
+    repetition_penalty: float, min_length: int, eos_token_id: int, device: torch.device
+) -> LogitsProcessorList:
+    """4.28's processors of beam search without sampling: the repetition penalty, then ``min_length``."""
     processors = LogitsProcessorList()
     if repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
     if min_length > 0:
         processors.append(MinLengthLogitsProcessor(min_length, eos_token_id, device=device))
+    return processors
 
-    # Prefill once per sample, then give every beam its own copy of the cache (sample-major rows).
+
+def _prefill(
+    llm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, num_beams: int
+) -> tuple[DynamicCache, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Runs the prompt once per sample, then gives every beam its own copy of the cache (sample-major rows).
+
+    Returns:
+        The cache, the first step's log-probabilities, the attention mask and the next position per row
+        (``batch * num_beams`` rows each).
+
+    Raises:
+        RuntimeError: the model did not fill the cache (the loop would then decode without the prompt).
+    """
     attention = attention_mask.long()
     positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 1)
     cache = DynamicCache()
@@ -298,54 +342,60 @@ def official_beam_search(
     logprobs = logprobs.repeat_interleave(num_beams, dim=0)
     attention = attention.repeat_interleave(num_beams, dim=0)
     next_position = positions[:, -1:].repeat_interleave(num_beams, dim=0)
+    return cache, logprobs, attention, next_position
 
-    ids = torch.full((rows, 1), bos_token_id, dtype=torch.long, device=device)
-    beam_scores = torch.zeros(batch, num_beams, dtype=torch.float32, device=device)
-    beam_scores[:, 1:] = _INACTIVE_BEAM_SCORE
-    beam_scores = beam_scores.view(-1)
-    hyps = [BeamHypotheses428(num_beams, length_penalty, early_stopping, max_length) for _ in range(batch)]
-    done = [False] * batch
-    while True:
-        cur_len = ids.shape[-1]
-        scores = processors(ids, logprobs) + beam_scores[:, None]
-        vocab = scores.shape[-1]
-        top_scores, top = torch.topk(scores.view(batch, num_beams * vocab), 2 * num_beams, dim=1)
-        top_beams, top_tokens = top // vocab, top % vocab
 
-        next_scores = torch.zeros(batch, num_beams, dtype=top_scores.dtype, device=device)
-        next_tokens = torch.zeros(batch, num_beams, dtype=torch.long, device=device)
-        next_rows = torch.zeros(batch, num_beams, dtype=torch.long, device=device)
-        for b in range(batch):
-            if done[b]:
-                # 4.28 pads a finished sample and reorders its rows from row 0 (not its own).
-                next_tokens[b] = pad_token_id
-                continue
-            kept = 0
-            for rank, (token, score, beam) in enumerate(
-                zip(top_tokens[b].tolist(), top_scores[b].tolist(), top_beams[b].tolist(), strict=True)
-            ):
-                row = b * num_beams + beam
-                if token == eos_token_id:
-                    if rank < num_beams:  # an EOS outside the top num_beams candidates is ignored
-                        hyps[b].add(ids[row].clone(), score)
-                else:
-                    next_scores[b, kept], next_tokens[b, kept], next_rows[b, kept] = score, token, row
-                    kept += 1
-                if kept == num_beams:
-                    break
-            done[b] = hyps[b].is_done(float(top_scores[b].max()), cur_len)
+def _beam_step(
+    scores: torch.Tensor,
+    ids: torch.Tensor,
+    hyps: list[BeamHypotheses428],
+    done: list[bool],
+    num_beams: int,
+    eos_token_id: int,
+    pad_token_id: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of 4.28's ``BeamSearchScorer.process``: picks each sample's next beams from ``scores``.
 
-        beam_scores, beam_rows = next_scores.view(-1), next_rows.view(-1)
-        ids = torch.cat([ids[beam_rows], next_tokens.view(-1, 1)], dim=-1)
-        if all(done) or ids.shape[-1] >= max_length:
-            break
-        if stop_row0 and int(ids[0, -1]) == eos_token_id:
-            break
-        cache.reorder_cache(beam_rows)
-        attention = torch.cat([attention, attention.new_ones(rows, 1)], dim=-1)
-        next_position = next_position + 1
-        logprobs = _cached_step(llm, cache, attention, next_position, input_ids=ids[:, -1:])
-    return _finalize(ids, beam_scores, hyps, done, num_beams, max_length, eos_token_id, pad_token_id)
+    Candidates ending in ``</s>`` go to the sample's hypotheses (only from the top ``num_beams``); the best
+    ``num_beams`` others continue. ``hyps`` and ``done`` are updated in place.
+
+    Args:
+        scores: [batch * num_beams, vocab] running beam score plus the processed log-probabilities.
+        ids: [batch * num_beams, length] the running ids (dummy BOS first).
+
+    Returns:
+        The next beam scores and the rows they continue ([batch * num_beams] each), and the next tokens
+        ([batch, num_beams]).
+    """
+    batch, device = len(hyps), scores.device
+    cur_len = ids.shape[-1]
+    vocab = scores.shape[-1]
+    top_scores, top = torch.topk(scores.view(batch, num_beams * vocab), 2 * num_beams, dim=1)
+    top_beams, top_tokens = top // vocab, top % vocab
+
+    next_scores = torch.zeros(batch, num_beams, dtype=top_scores.dtype, device=device)
+    next_tokens = torch.zeros(batch, num_beams, dtype=torch.long, device=device)
+    next_rows = torch.zeros(batch, num_beams, dtype=torch.long, device=device)
+    for b in range(batch):
+        if done[b]:
+            # 4.28 pads a finished sample and reorders its rows from row 0 (not its own).
+            next_tokens[b] = pad_token_id
+            continue
+        kept = 0
+        for rank, (token, score, beam) in enumerate(
+            zip(top_tokens[b].tolist(), top_scores[b].tolist(), top_beams[b].tolist(), strict=True)
+        ):
+            row = b * num_beams + beam
+            if token == eos_token_id:
+                if rank < num_beams:  # an EOS outside the top num_beams candidates is ignored
+                    hyps[b].add(ids[row].clone(), score)
+            else:
+                next_scores[b, kept], next_tokens[b, kept], next_rows[b, kept] = score, token, row
+                kept += 1
+            if kept == num_beams:
+                break
+        done[b] = hyps[b].is_done(float(top_scores[b].max()), cur_len)
+    return next_scores.view(-1), next_rows.view(-1), next_tokens
 
 
 def _finalize(
