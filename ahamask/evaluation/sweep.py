@@ -229,6 +229,9 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Decode and score a dataset under each instruction (no mask) and each mask (no instruction).
 
+    (Over 60 lines only through its documented arguments; a run is :func:`_decode_run` and
+    :func:`_run_record`, the report :func:`_sweep_report`.)
+
     Args:
         model: a SALMONN in eval mode.
         dataset: a SALMONNDataset (its ``annotation`` gives ids, ground truths and tasks).
@@ -261,12 +264,7 @@ def run_sweep(
     """
     if not instructions:
         raise ValueError("run_sweep: no instructions given")
-    where = str(getattr(dataset, "ann_path", "dataset"))
-    annotation = getattr(dataset, "annotation", None)
-    if annotation is None:
-        raise ValueError(f"{where}: run_sweep needs a dataset with an 'annotation' list (a SALMONNDataset)")
-    tasks = [task] * len(annotation) if task else [entry["task"] for entry in annotation]
-    _check_one_task(tasks, where)
+    where, annotation, tasks = _sweep_entries(dataset, task)
     mask_list = _prepare_masks(model, masks, prob_threshold)
 
     # The speech embeddings do not depend on the prompt (encoders and Q-Former never see it), so they are
@@ -283,34 +281,86 @@ def run_sweep(
             torch.manual_seed(seed)
         label = f"mask {mask_name}" if mask_name else f"instruction {index}: {instruction!r}"
         logger.info("sweep run %d/%d: %s", index + 1, len(runs), label)
-        # Hooks, as every sweep so far: a run's figures stay those of earlier runs bit for bit.
-        with decoding_mask(model.decoder, weights, "hooks"):
-            records = decode_dataset(
-                model,
-                labels_only,
-                generate_cfg=generate_cfg,
-                instruction=instruction,
-                batch_size=batch_size,
-                progress=progress,
-                speech_embeds=speech_embeds,
-            )
+        records = _decode_run(
+            model, labels_only, speech_embeds, generate_cfg, instruction, weights, batch_size, progress
+        )
         score = _score(records, tasks, f"{where} ({label})")
-        active = None
-        if weights is not None:
-            active = float(weights.head_gates().float().mean())
-        results.append(
-            {
-                "instruction": instruction,
-                "prompt": model.prompt_for(instruction),
-                "mask": mask_name,
-                "active_heads": active,
-                "value": score["value"],
-                "score": score,
-                "outputs": [r["output"] for r in records],
-            }
+        results.append(_run_record(model, instruction, mask_name, weights, score, records))
+    return _sweep_report(
+        results[: len(instructions)], results[len(instructions) :], where, annotation, prob_threshold
+    )
+
+
+def _sweep_entries(dataset: Dataset, task: str | None) -> tuple[str, Sequence[Mapping[str, Any]], list[str]]:
+    """The dataset's name, its annotation and each entry's task, checked to be one scored task.
+
+    Raises:
+        ValueError: the dataset has no ``annotation``, or its entries are of several tasks.
+    """
+    where = str(getattr(dataset, "ann_path", "dataset"))
+    annotation = getattr(dataset, "annotation", None)
+    if annotation is None:
+        raise ValueError(f"{where}: run_sweep needs a dataset with an 'annotation' list (a SALMONNDataset)")
+    tasks = [task] * len(annotation) if task else [entry["task"] for entry in annotation]
+    _check_one_task(tasks, where)
+    return where, annotation, tasks
+
+
+def _decode_run(
+    model: AudioLLM,
+    labels_only: Dataset,
+    speech_embeds: torch.Tensor,
+    generate_cfg: Any,
+    instruction: str,
+    weights: Mask | None,
+    batch_size: int,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Decodes every entry once with ``instruction`` and (when given) the mask ``weights``."""
+    # Hooks, as every sweep so far: a run's figures stay those of earlier runs bit for bit.
+    with decoding_mask(model.decoder, weights, "hooks"):
+        return decode_dataset(
+            model,
+            labels_only,
+            generate_cfg=generate_cfg,
+            instruction=instruction,
+            batch_size=batch_size,
+            progress=progress,
+            speech_embeds=speech_embeds,
         )
 
-    variants, mask_runs = results[: len(instructions)], results[len(instructions) :]
+
+def _run_record(
+    model: AudioLLM,
+    instruction: str,
+    mask_name: str | None,
+    weights: Mask | None,
+    score: dict[str, Any],
+    records: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """One run of the report: what was asked, the share of heads kept, the score and the outputs."""
+    active = None
+    if weights is not None:
+        active = float(weights.head_gates().float().mean())
+    return {
+        "instruction": instruction,
+        "prompt": model.prompt_for(instruction),
+        "mask": mask_name,
+        "active_heads": active,
+        "value": score["value"],
+        "score": score,
+        "outputs": [r["output"] for r in records],
+    }
+
+
+def _sweep_report(
+    variants: list[dict[str, Any]],
+    mask_runs: list[dict[str, Any]],
+    where: str,
+    annotation: Sequence[Mapping[str, Any]],
+    prob_threshold: float,
+) -> dict[str, Any]:
+    """The report of :func:`run_sweep` from its instruction runs and mask runs."""
     metric = variants[0]["score"]["metric"]
     lower = metric in _LOWER_IS_BETTER
     summary = summarize([r["value"] for r in variants])
