@@ -98,25 +98,8 @@ def evaluate(
 def _decode_and_write(cfg: DecodeConfig, info: Any, guard: OutputGuard, done: dict[int, Any]) -> Path:
     """The body of :func:`evaluate` once the output is locked: load, decode what is missing, write."""
     from ..data.dataset import SALMONNDataset
-    from ..models.backbone import build_backbone
 
-    mask_path = cfg.model.weight_mask_path
-    if mask_path:
-        # A bare released name resolves here, and a bad one fails before minutes of model loading.
-        mask_path = str(resolve_mask_path(mask_path, key="model.weight_mask_path"))
-    torch.manual_seed(cfg.seed)
-    model = build_backbone(cfg.model, device=info.device).eval()
-    mask = None
-    if mask_path:
-        mask = prepare_config_mask(cfg, model, mask_path)
-        if cfg.prompt.strip():
-            logger.warning(
-                "a mask is applied together with the instruction %r: AHAMask masks are trained with "
-                "no instruction",
-                cfg.prompt,
-            )
-    else:
-        log_rank_zero(logger, "no mask: the official model with the instruction %r", cfg.prompt)
+    model, mask = _load_model_and_mask(cfg, info)
     # features="device": each batch's Whisper features are computed in one call on the model's device.
     dataset = SALMONNDataset(
         cfg.test_data_path, cfg.model.front_end_path(), features="device", resampler=cfg.resampler
@@ -150,6 +133,37 @@ def _decode_and_write(cfg: DecodeConfig, info: Any, guard: OutputGuard, done: di
     ordered = [records[i] for i in shard]
     if info.world_size > 1:
         ordered = dist_utils.merge_shards(dist_utils.all_gather_object(ordered))
+    return _write_predictions(cfg, info, guard, ordered)
+
+
+def _load_model_and_mask(cfg: DecodeConfig, info: Any) -> tuple[AudioLLM, Mask | None]:
+    """The backbone in eval mode on the rank's device and the config's binarised mask (None without one)."""
+    from ..models.backbone import build_backbone
+
+    mask_path = cfg.model.weight_mask_path
+    if mask_path:
+        # A bare released name resolves here, and a bad one fails before minutes of model loading.
+        mask_path = str(resolve_mask_path(mask_path, key="model.weight_mask_path"))
+    torch.manual_seed(cfg.seed)
+    model = build_backbone(cfg.model, device=info.device).eval()
+    mask = None
+    if mask_path:
+        mask = prepare_config_mask(cfg, model, mask_path)
+        if cfg.prompt.strip():
+            logger.warning(
+                "a mask is applied together with the instruction %r: AHAMask masks are trained with "
+                "no instruction",
+                cfg.prompt,
+            )
+    else:
+        log_rank_zero(logger, "no mask: the official model with the instruction %r", cfg.prompt)
+    return model, mask
+
+
+def _write_predictions(
+    cfg: DecodeConfig, info: Any, guard: OutputGuard, ordered: list[dict[str, Any]]
+) -> Path:
+    """Rank 0 writes the official prediction file (through the guard); every rank returns its path."""
     output = Path(cfg.output_path)
     if info.is_main:
         result = {
