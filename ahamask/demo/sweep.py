@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
@@ -38,6 +38,9 @@ from ..masking.apply import decoding_mask
 from ..masking.mask import binarize, mask_stats, shuffle_mask
 from ..synth import TASKS, WorldInfo, detect_task, parse_output, task_instructions
 from ..utils.io import atomic_write_json
+
+if TYPE_CHECKING:  # SALMONN pulls in transformers; the annotation alone does not need it loaded
+    from ..models.salmonn import SALMONN
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +255,7 @@ def _aggregate(scores: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_sweep(
-    model: Any,
+    model: SALMONN,
     world: WorldInfo,
     tasks: Sequence[str],
     masks: Mapping[str, torch.Tensor],

@@ -28,7 +28,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -43,6 +43,9 @@ from ..masking.mask import MaskShapeError
 from ..masking.value import Mask
 from ..utils.device import resolve_device
 from ..utils.logging import setup_logging
+
+if TYPE_CHECKING:  # the backbone module is only needed for the annotation
+    from ..models.backbone import AudioLLM
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +140,7 @@ class ChatSession:
     """A loaded model, its audio front end and the mask currently applied; answers one file at a time.
 
     Args:
-        model: a :class:`~ahamask.models.salmonn.SALMONN` in eval mode.
+        model: the backbone in eval mode (an :class:`~ahamask.models.backbone.AudioLLM`, e.g. SALMONN).
         cfg: the decode config (``generate``, ``prob_threshold`` and the ``model.shuffle_mask*`` keys are read).
         feature_extractor: the Whisper front end of ``cfg.model.whisper_path``.
 
@@ -148,7 +151,7 @@ class ChatSession:
         'Male'
     """
 
-    def __init__(self, model: Any, cfg: DecodeConfig, feature_extractor: Any) -> None:
+    def __init__(self, model: AudioLLM, cfg: DecodeConfig, feature_extractor: Any) -> None:
         self.model = model
         self.cfg = cfg
         self.feature_extractor = feature_extractor
