@@ -124,8 +124,8 @@ def run(cfg: Any, manifest: str | Path, out: Path, args: Any) -> dict[str, Any]:
     geo = model.geometry
     if not 1 <= args.k <= geo.n_layers * geo.n_heads:
         raise ValueError(f"--k: {args.k} must be in 1..{geo.n_layers * geo.n_heads}")
-    batches = load_probe_batches(
-        model, manifest, cfg.model.whisper_path, args.batch_size or cfg.batch_size_eval
+    batches = load_probe_batches(  # whisper_path, or model_path for Qwen2-Audio / AF3 (its feature extractor)
+        model, manifest, cfg.model.front_end_path(), args.batch_size or cfg.batch_size_eval
     )
     result = probe_set(model, batches)
     corr = head_correlation(result.mass, result.effect)

@@ -231,6 +231,8 @@ def test_find_audio_heads_and_evaluate_with_its_direction(qwen, tmp_path):
         str(path),
         "--normalise",
         "unit",
+        "--options",
+        "model.whisper_path=",  # a real Qwen2-Audio config names model_path only
     ]
     assert main(args) == 0
     report = json.loads(out.read_text())
@@ -249,13 +251,18 @@ def test_find_audio_heads_and_evaluate_with_its_direction(qwen, tmp_path):
 
 
 def test_steering_vectors_build_and_localize(qwen, tmp_path):
+    from omegaconf import OmegaConf
+
     from ahamask.analysis.steering_vectors_cli import main
     from ahamask.config import load_decode_config
     from ahamask.synth.localization_world import build_localization_world
 
     world = build_localization_world(tmp_path / "w", seed=0, n_train=0, n_calib=4, n_test=2, clip_seconds=3.0)
+    decode = OmegaConf.load(qwen / "decode_config.yaml")
+    del decode.model["whisper_path"], decode.model["llama_path"]  # as a real Qwen2-Audio config: model_path
+    OmegaConf.save(decode, tmp_path / "decode_config.yaml")
     options = [
-        f"decode_config={qwen / 'decode_config.yaml'}",
+        f"decode_config={tmp_path / 'decode_config.yaml'}",
         f"world_dir={tmp_path / 'w'}",
         f"out_dir={tmp_path / 'out'}",
         "plots=1",
