@@ -50,12 +50,12 @@ from ..demo.base_model import (
     BaseModelSpec,
     BaseTrainSettings,
     ClipBank,
+    _Batches,
+    _lr_at,
+    _training_model,
     build_initial_bundle,
     save_trained_bundle,
 )
-from ..demo.base_model import ClipBatches as _Batches
-from ..demo.base_model import lr_at as _lr_at
-from ..demo.base_model import training_model as _training_model
 from ..models.backbone import AudioLLM, pad_audio_rows
 from ..models.salmonn import SALMONN
 from ..synth.localization_world import (
@@ -328,7 +328,8 @@ def _encode_manifest(
     give a shorter clip fewer tokens and read its count back from the padding; SALMONN's rows are all the same
     length), so rows of any chunks stack and one ``audio_token_times`` serves them all.
     """
-    dataset = SALMONNDataset(manifest, model.cfg.whisper_path)
+    front_end = getattr(model.cfg, "front_end_path", None)  # whisper_path, else a transformers model folder
+    dataset = SALMONNDataset(manifest, front_end() if callable(front_end) else model.cfg.whisper_path)
     entries = list(dataset.annotation)
     first: dict[str, int] = {}
     for i, e in enumerate(entries):
