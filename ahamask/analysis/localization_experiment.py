@@ -50,12 +50,12 @@ from ..demo.base_model import (
     BaseModelSpec,
     BaseTrainSettings,
     ClipBank,
-    _Batches,
-    _lr_at,
-    _training_model,
     build_initial_bundle,
     save_trained_bundle,
 )
+from ..demo.base_model import ClipBatches as _Batches
+from ..demo.base_model import lr_at as _lr_at
+from ..demo.base_model import training_model as _training_model
 from ..models.backbone import AudioLLM, pad_audio_rows
 from ..models.salmonn import SALMONN
 from ..synth.localization_world import (
