@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ..config import DecodeConfig
 from ..masking.apply import prepare_mask
+from ..masking.settings import MaskConfig
 from ..masking.value import Mask
 from ..models.backbone import AudioLLM
 
@@ -32,13 +33,14 @@ def postprocess(answer: str) -> str:
 def prepare_config_mask(cfg: DecodeConfig, model: AudioLLM, path: str) -> Mask:
     """:func:`~ahamask.masking.apply.prepare_mask` with the decode config's threshold and shuffle settings
     (evaluate, sweep, chat)."""
+    settings = MaskConfig.from_decode_config(cfg)
     return prepare_mask(
         str(path),
         model.geometry,
-        cfg.prob_threshold,
-        cfg.model.shuffle_mask,
-        cfg.model.shuffle_mask_mode,
-        cfg.model.shuffle_mask_seed,
+        settings.prob_threshold,
+        settings.shuffle,
+        settings.shuffle_mode,
+        settings.shuffle_seed,
     )
 
 

@@ -38,6 +38,7 @@ from ..data.dataset import SALMONNDataset
 from ..masking.gumbel import gumbel_sigmoid
 from ..masking.hooks import HeadMaskHooks
 from ..masking.mask import HeadMask, binarize, mask_stats
+from ..masking.settings import MaskConfig
 from ..models.backbone import build_backbone
 from ..utils import distributed as dist_utils
 from ..utils.io import atomic_torch_save
@@ -79,6 +80,7 @@ class MaskTrainer:
 
     def __init__(self, cfg: TrainConfig, resume: str | None = None, inputs_checked: bool = False) -> None:
         self.cfg = cfg
+        self.mask_cfg = MaskConfig.from_train_config(cfg)  # the one reader of the mask keys
         self.inputs_checked = inputs_checked
         self.resume_key = "--resume" if resume else "run.resume"
         self.resume_path = Path(resume or cfg.run.resume) if (resume or cfg.run.resume) else None
@@ -170,12 +172,12 @@ class MaskTrainer:
         if self.resume_state is not None:
             check_resume_geometry(self.resume_state, self.resume_path, geometry.n_layers, geometry.n_heads)
         # Hooks attached once for the run; each step sets its gates (HeadMaskHooks.set_weights).
-        self.mask_hooks = HeadMaskHooks(self.model.decoder, apply_ffn=self.cfg.model.apply_ffn_mask)
+        self.mask_hooks = HeadMaskHooks(self.model.decoder, apply_ffn=self.mask_cfg.apply_ffn)
         self.mask = HeadMask(
             geometry.n_layers,
             geometry.n_heads,
-            run.mask_init_mean,
-            run.mask_init_std,
+            self.mask_cfg.init_mean,
+            self.mask_cfg.init_std,
             generator=RunRandomness.mask_init(run.seed),
         ).to(self.device)
         # Everything before the LLM is frozen, so with run.cache_speech_embeds each clip is encoded once.
@@ -251,20 +253,16 @@ class MaskTrainer:
     # ------------------------------------------------------------------ one step
     def tau(self, step: int) -> float:
         """The Gumbel temperature at a global step (linear decay, then constant)."""
-        run = self.cfg.run
-        return tau_at(step, self.total_steps, run.tau_decay_steps, run.tau_temp_begin, run.tau_temp_end)
+        m = self.mask_cfg
+        return tau_at(step, self.total_steps, m.tau_decay_steps, m.tau_begin, m.tau_end)
 
     def mask_weights(self, batch_size: int, tau: float) -> torch.Tensor:
         """[batch, L*(H+1)] weights from the logits: Gumbel-sigmoid (hard by default) or plain sigmoid."""
         logits = self.mask().unsqueeze(0).repeat(batch_size, 1)
-        model_cfg = self.cfg.model
-        if model_cfg.use_gumbel:
+        m = self.mask_cfg
+        if m.use_gumbel:
             return gumbel_sigmoid(
-                logits,
-                tau,
-                hard=model_cfg.gumbel_hard,
-                noise=model_cfg.gumbel_noise,
-                generator=self.random.noise,
+                logits, tau, hard=m.gumbel_hard, noise=m.gumbel_noise, generator=self.random.noise
             )
         return torch.sigmoid(logits)
 
@@ -290,7 +288,7 @@ class MaskTrainer:
             finally:
                 self.mask_hooks.set_weights(None)  # the graph is kept by the loss, not by the hooks
             ce = out["loss"]
-            loss = ce + run.norm_lambda * normalizer
+            loss = ce + self.mask_cfg.norm_lambda * normalizer
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"non-finite loss {loss.item()} at epoch {epoch} iteration {it} (global step {self.global_step}); "
