@@ -32,6 +32,7 @@ from torch import nn
 
 from ..masking.geometry import MaskGeometry, decoder_geometry
 from .backbone import PromptInputs
+from .beam_search import generate_with_shared_prefill
 from .loading import llm_dtype_for, quiet_loading, require_dir
 
 __all__ = ["AudioTooLongError", "HFAudioLLM", "audio_token_counts", "causal_lm_view", "pad_rows"]
@@ -385,7 +386,8 @@ class HFAudioLLM(nn.Module):
             speech_embeds = self.encode_audio(samples)
         embeds, attention, _, _ = self.build_inputs(speech_embeds, prompts, None, pad_left=True)
         kwargs = self.generation_kwargs(generate_cfg or {})
-        out = self.decoder.generate(inputs_embeds=embeds, attention_mask=attention, **kwargs)
+        # Beam search: the prompt's prefill runs once per sample, not once per beam.
+        out = generate_with_shared_prefill(self.decoder, embeds, attention, **kwargs)
         return self.tokenizer.batch_decode(out, skip_special_tokens=True)
 
 

@@ -38,6 +38,7 @@ from .beam_search import (
     Row0StoppingCriteria,
     StoppingCriteriaList,
     decode_rules,
+    generate_with_shared_prefill,
     official_beam_kwargs,
     official_beam_search,
 )
@@ -543,7 +544,8 @@ class SALMONN(nn.Module):
                     kwargs["stopping_criteria"] = StoppingCriteriaList(
                         [Row0StoppingCriteria(kwargs["eos_token_id"])]
                     )
-                out = self.llama_model.generate(inputs_embeds=embeds, attention_mask=attention, **kwargs)
+                # Beam search: the prompt's prefill runs once per sample, not once per beam.
+                out = generate_with_shared_prefill(self.llama_model, embeds, attention, **kwargs)
         return self.llama_tokenizer.batch_decode(out, skip_special_tokens=True)
 
     def prompt_for(self, instruction: str = "") -> str:

@@ -347,3 +347,47 @@ def test_bad_decode_rules_name_the_key(cfg, message):
         decode_rules({"num_beams": 4, **cfg})
     with pytest.raises(ConfigError, match=message):
         GenerateConfig(num_beams=4, **cfg)
+
+
+# ------------------------------------------------------------------ transformers scoring, prefill once
+@pytest.mark.parametrize("mask_name", ["none", "shared", "per_sample"])
+@pytest.mark.parametrize("beams", [2, 4])
+def test_shared_prefill_gives_the_ids_of_plain_generate(eos_model, mask_name, beams):
+    from ahamask.models.beam_search import generate_with_shared_prefill
+
+    _, _, embeds, attention = _inputs(eos_model, 3)
+    mask = _masks(3)[mask_name]
+    kwargs = eos_model.generation_kwargs({"num_beams": beams, "max_new_tokens": 9, "length_penalty": 0.7})
+    llm = eos_model.llama_model
+    with torch.no_grad(), head_mask(llm, mask):
+        plain = llm.generate(inputs_embeds=embeds, attention_mask=attention, **kwargs)
+        shared = generate_with_shared_prefill(llm, embeds, attention, **kwargs)
+    assert torch.equal(plain, shared)
+
+
+def test_shared_prefill_runs_the_prompt_once_per_sample(eos_model):
+    from ahamask.models.beam_search import generate_with_shared_prefill
+
+    _, _, embeds, attention = _inputs(eos_model, 3)
+    kwargs = eos_model.generation_kwargs({"num_beams": 4, "max_new_tokens": 3})
+    rows: list[tuple[int, int]] = []
+    o_proj = decoder_layers(eos_model.llama_model)[0].self_attn.o_proj
+    handle = o_proj.register_forward_pre_hook(lambda module, args: rows.append(tuple(args[0].shape[:2])))
+    try:
+        with torch.no_grad():
+            generate_with_shared_prefill(eos_model.llama_model, embeds, attention, **kwargs)
+    finally:
+        handle.remove()
+    length = embeds.shape[1]
+    # The prompt (minus its last position) on 3 rows once; then one position per step on 3 x 4 beam rows.
+    assert rows[0] == (3, length - 1)
+    assert all(r == (12, 1) for r in rows[1:]) and len(rows) >= 2
+    # Plain generate runs the whole prompt on 12 rows: four times the prefill work for identical rows.
+    rows.clear()
+    handle = o_proj.register_forward_pre_hook(lambda module, args: rows.append(tuple(args[0].shape[:2])))
+    try:
+        with torch.no_grad():
+            eos_model.llama_model.generate(inputs_embeds=embeds, attention_mask=attention, **kwargs)
+    finally:
+        handle.remove()
+    assert rows[0] == (12, length)
