@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ahamask.synth import audio
+import ahamask.synth.audio as audio
 from ahamask.synth.instructions import PROMPT_TEMPLATE, prompt_files, wrapped_halves
 from ahamask.utils.io import atomic_write_text
 
