@@ -52,6 +52,7 @@ __all__ = [
     "official_beam_kwargs",
     "official_beam_search",
     "generate_with_shared_prefill",
+    "generation_kwargs",
 ]
 
 BEAM_SCORINGS = ("transformers", "official")
@@ -162,6 +163,34 @@ def decode_rules(generate_cfg: Any) -> tuple[str, str]:
             "generate.stop_rule: 'official_row0' with num_beams > 1 needs beam_scoring: official"
         )
     return scoring, stop_rule
+
+
+def generation_kwargs(
+    generate_cfg: Any, *, eos_token_id: int | list[int], pad_token_id: int, bos_token_id: int | None = None
+) -> dict[str, Any]:
+    """The official ``generate`` keys (dict or ``GenerateConfig``) as transformers 5 ``generate`` arguments.
+
+    Shared by every backbone; each passes its own end, pad (and BOS) ids. ``min_length`` becomes
+    ``min_new_tokens = min_length - 1``: transformers 4.28 counted a dummy BOS in ``min_length`` when
+    generating from embeddings. Sampling keys are passed only when sampling (greedy/beam search would warn).
+    """
+    get = generate_cfg.get if isinstance(generate_cfg, Mapping) else lambda k, d: getattr(generate_cfg, k, d)
+    do_sample = bool(get("do_sample", False))
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": int(get("max_new_tokens", 200)),
+        "num_beams": int(get("num_beams", 4)),
+        "do_sample": do_sample,
+        "min_new_tokens": max(int(get("min_length", 1)) - 1, 0),
+        "repetition_penalty": float(get("repetition_penalty", 1.0)),
+        "length_penalty": float(get("length_penalty", 1.0)),
+        "eos_token_id": eos_token_id,
+        "pad_token_id": pad_token_id,
+    }
+    if bos_token_id is not None:
+        kwargs["bos_token_id"] = bos_token_id
+    if do_sample:
+        kwargs.update(temperature=float(get("temperature", 1.0)), top_p=float(get("top_p", 0.9)))
+    return kwargs
 
 
 def official_beam_kwargs(kwargs: Mapping[str, Any], generation_config: Any) -> dict[str, Any]:

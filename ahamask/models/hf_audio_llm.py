@@ -73,10 +73,6 @@ def causal_lm_view(model: nn.Module) -> nn.Module:
     return lm.eval()
 
 
-def _get(section: Any, key: str, default: Any) -> Any:
-    return section.get(key, default) if isinstance(section, Mapping) else getattr(section, key, default)
-
-
 class HFAudioLLM(nn.Module):
     """Shared base of the transformers-native backbones; subclasses set the class names and the audio rules.
 
@@ -349,29 +345,17 @@ class HFAudioLLM(nn.Module):
         Raises:
             ValueError: ``beam_scoring: official`` / ``stop_rule: official_row0`` (SALMONN-only emulations).
         """
-        from .beam_search import decode_rules
+        from .beam_search import decode_rules, generation_kwargs
 
         if decode_rules(generate_cfg) != ("transformers", "per_sample"):
             raise ValueError(
                 f"generate.beam_scoring / stop_rule: the official emulations exist for SALMONN only, not {self.cfg.arch}"
             )
-        do_sample = bool(_get(generate_cfg, "do_sample", False))
-        kwargs = {
-            "max_new_tokens": int(_get(generate_cfg, "max_new_tokens", 200)),
-            "num_beams": int(_get(generate_cfg, "num_beams", 4)),
-            "do_sample": do_sample,
-            "min_new_tokens": max(int(_get(generate_cfg, "min_length", 1)) - 1, 0),  # as SALMONN reads it
-            "repetition_penalty": float(_get(generate_cfg, "repetition_penalty", 1.0)),
-            "length_penalty": float(_get(generate_cfg, "length_penalty", 1.0)),
-            "eos_token_id": self.tokenizer.convert_tokens_to_ids(self.stop_tokens),
-            "pad_token_id": int(self.tokenizer.pad_token_id),
-        }
-        if do_sample:
-            kwargs.update(
-                temperature=float(_get(generate_cfg, "temperature", 1.0)),
-                top_p=float(_get(generate_cfg, "top_p", 0.9)),
-            )
-        return kwargs
+        return generation_kwargs(
+            generate_cfg,
+            eos_token_id=self.tokenizer.convert_tokens_to_ids(self.stop_tokens),
+            pad_token_id=int(self.tokenizer.pad_token_id),
+        )
 
     @torch.no_grad()
     def generate(

@@ -39,6 +39,7 @@ from .beam_search import (
     StoppingCriteriaList,
     decode_rules,
     generate_with_shared_prefill,
+    generation_kwargs,
     official_beam_kwargs,
     official_beam_search,
 )
@@ -481,27 +482,13 @@ class SALMONN(nn.Module):
 
     def generation_kwargs(self, generate_cfg: Any) -> dict[str, Any]:
         """Translate the official ``generate`` keys into transformers 5 ``generate`` arguments."""
-        get = (
-            generate_cfg.get
-            if isinstance(generate_cfg, Mapping)
-            else lambda k, d: getattr(generate_cfg, k, d)
+        tok = self.llama_tokenizer
+        return generation_kwargs(
+            generate_cfg or {},
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
         )
-        do_sample = bool(get("do_sample", False))
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": int(get("max_new_tokens", 200)),
-            "num_beams": int(get("num_beams", 4)),
-            "do_sample": do_sample,
-            # transformers 4.28 counted a dummy BOS in min_length when generating from embeddings.
-            "min_new_tokens": max(int(get("min_length", 1)) - 1, 0),
-            "repetition_penalty": float(get("repetition_penalty", 1.0)),
-            "length_penalty": float(get("length_penalty", 1.0)),
-            "eos_token_id": self.llama_tokenizer.eos_token_id,
-            "pad_token_id": self.llama_tokenizer.pad_token_id,
-            "bos_token_id": self.llama_tokenizer.bos_token_id,
-        }
-        if do_sample:  # passing these to greedy/beam search only makes transformers warn
-            kwargs.update(temperature=float(get("temperature", 1.0)), top_p=float(get("top_p", 0.9)))
-        return kwargs
 
     @torch.no_grad()
     def generate(
