@@ -542,8 +542,9 @@ def _plot_example(path: Path, times: torch.Tensor, curves: dict, truth, preds: d
     centres = times.float().mean(-1).numpy()
     fig, ax = plt.subplots(figsize=(7, 2.8))
     ax.axvspan(truth[0], truth[1], color="tab:green", alpha=0.2, label="true interval")
-    for (name, curve), color in zip(curves.items(), ("tab:gray", "tab:blue"), strict=False):
-        ax.step(centres, curve.numpy(), where="mid", color=color, label=name)
+    colours = ("tab:gray", "tab:blue", "tab:red")
+    for k, (name, curve) in enumerate(curves.items()):
+        ax.step(centres, curve.numpy(), where="mid", color=colours[k % len(colours)], label=name)
     top = max(float(c.max()) for c in curves.values()) * 1.1
     for k, (name, p) in enumerate(preds.items()):
         if p is not None:

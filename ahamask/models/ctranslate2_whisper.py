@@ -504,11 +504,11 @@ def convert_ct2_whisper(
     del arrays
     with torch.device("meta"):
         hf = WhisperForConditionalGeneration(config)
-    missing, unexpected = hf.load_state_dict(state, strict=False, assign=True)
-    if missing or unexpected:
-        raise CT2FormatError(
-            f"CTranslate2 Whisper: unmapped parameters missing={missing} unexpected={unexpected}"
-        )
+    try:
+        hf.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:  # missing or unexpected keys: the mapping does not cover this file
+        reason = " ".join(str(exc).split())[:300]
+        raise CT2FormatError(f"CTranslate2 Whisper: unmapped parameters ({reason})") from None
     if config.tie_word_embeddings:
         hf.tie_weights()
     hf.to(torch_dtype)
