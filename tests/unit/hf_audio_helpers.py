@@ -15,6 +15,33 @@ from ahamask.models.tiny_hf_audio import make_tiny_audio_flamingo3_bundle, make_
 MAKERS = {"qwen2_audio": make_tiny_qwen2_audio_bundle, "audio_flamingo3": make_tiny_audio_flamingo3_bundle}
 
 
+# The tiny tokenizer's ids of "<|im_start|>system\nYou are a helpful assistant." (both chat templates start so).
+SYSTEM_PROMPT_IDS = (
+    543,
+    83,
+    89,
+    410,
+    69,
+    77,
+    199,
+    57,
+    284,
+    221,
+    291,
+    69,
+    328,
+    425,
+    76,
+    80,
+    70,
+    85,
+    76,
+    221,
+    312,
+    83,
+)
+
+
 def make_bundle(arch: str, out: Path, **kwargs) -> Path:
     return MAKERS[arch](out, **kwargs)
 

@@ -11,33 +11,10 @@ import torch
 from ahamask.masking.prune import prune_heads, pruned_plan
 from ahamask.models.hf_audio_llm import AudioTooLongError, audio_token_counts
 
-from .hf_audio_helpers import batch_of, gates, load_model, make_bundle, tone
+from .hf_audio_helpers import SYSTEM_PROMPT_IDS, batch_of, gates, load_model, make_bundle, tone
 
 # "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-BEFORE_AUDIO = [
-    543,
-    83,
-    89,
-    410,
-    69,
-    77,
-    199,
-    57,
-    284,
-    221,
-    291,
-    69,
-    328,
-    425,
-    76,
-    80,
-    70,
-    85,
-    76,
-    221,
-    312,
-    83,
-]
+BEFORE_AUDIO = list(SYSTEM_PROMPT_IDS)
 BEFORE_AUDIO += [267, 84, 265, 84, 14, 544, 199, 543, 85, 83, 260, 199]
 ASSISTANT = [544, 199, 543, 312, 83, 267, 84, 265, 84, 199]  # "<|im_end|>\n<|im_start|>assistant\n"
 INSTRUCTION_IDS = [348, 288, 259, 431, 347, 259, 279, 31]  # "What is the gender of the speaker?"

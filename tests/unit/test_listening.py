@@ -7,7 +7,6 @@ import torch
 
 from ahamask.analysis.attention import audio_attention
 from ahamask.analysis.listening import (
-    ProbeBatch,
     answer_logprobs,
     head_correlation,
     head_table,
@@ -21,31 +20,13 @@ from ahamask.analysis.listening import (
     silence_like,
     top_heads,
 )
-from ahamask.data.dataset import SALMONNDataset
 
-OPTIONS = ["male", "female"]
+from .probe_helpers import OPTIONS, tiny_probe_batches
 
 
 @pytest.fixture(scope="module")
 def batches(tiny_bundle, tiny_decode_cfg, shared_tiny_model):
-    ds = SALMONNDataset(
-        tiny_bundle / "data" / "test.json", tiny_decode_cfg.model.whisper_path, features="device"
-    )
-    model = shared_tiny_model
-    out = []
-    for rows in ([0, 1], [2, 3]):
-        samples = ds.collater([ds[i] for i in rows])
-        prompts = [model.prompt_for("What is the gender of the speaker?"), model.prompt_for("")]
-        out.append(
-            ProbeBatch(
-                samples,
-                prompts,
-                [OPTIONS, OPTIONS],
-                [t.lower() for t in samples["text"]],
-                [{"row": r} for r in rows],
-            )
-        )
-    return out
+    return tiny_probe_batches(tiny_bundle, tiny_decode_cfg, shared_tiny_model)
 
 
 def test_silence_keeps_the_audio_token_count(shared_tiny_model, batches) -> None:

@@ -14,34 +14,11 @@ import torch
 from ahamask.models.hf_audio_llm import AudioTooLongError, audio_token_counts
 from ahamask.models.qwen2_audio import BASE_AUDIO_PREFIX, encoder_token_counts
 
-from .hf_audio_helpers import batch_of, load_model, make_bundle, tone
+from .hf_audio_helpers import SYSTEM_PROMPT_IDS, batch_of, load_model, make_bundle, tone
 
 SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 # "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nAudio 1: <|audio_bos|>"
-BEFORE_AUDIO = [
-    543,
-    83,
-    89,
-    410,
-    69,
-    77,
-    199,
-    57,
-    284,
-    221,
-    291,
-    69,
-    328,
-    425,
-    76,
-    80,
-    70,
-    85,
-    76,
-    221,
-    312,
-    83,
-]
+BEFORE_AUDIO = list(SYSTEM_PROMPT_IDS)
 BEFORE_AUDIO += [
     267,
     84,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ahamask.analysis.listening import ProbeBatch, answer_logprobs, silence_like
+from ahamask.analysis.listening import answer_logprobs, silence_like
 from ahamask.analysis.residual import capture_residual, prompt_forward
 from ahamask.analysis.silence_steering import (
     audio_silence_direction,
@@ -17,24 +17,14 @@ from ahamask.analysis.silence_steering import (
     steered_accuracy,
     steering_context,
 )
-from ahamask.data.dataset import SALMONNDataset
 from ahamask.masking.hf_layout import attention, decoder_layers
 
-OPTIONS = ["male", "female"]
+from .probe_helpers import tiny_probe_batches
 
 
 @pytest.fixture(scope="module")
 def batches(tiny_bundle, tiny_decode_cfg, shared_tiny_model):
-    ds = SALMONNDataset(
-        tiny_bundle / "data" / "test.json", tiny_decode_cfg.model.whisper_path, features="device"
-    )
-    model = shared_tiny_model
-    out = []
-    for rows in ([0, 1], [2, 3]):
-        samples = ds.collater([ds[i] for i in rows])
-        prompts = [model.prompt_for("What is the gender of the speaker?"), model.prompt_for("")]
-        out.append(ProbeBatch(samples, prompts, [OPTIONS, OPTIONS], [t.lower() for t in samples["text"]]))
-    return out
+    return tiny_probe_batches(tiny_bundle, tiny_decode_cfg, shared_tiny_model)
 
 
 def _outputs(model, batch, silent: bool):
