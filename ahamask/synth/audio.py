@@ -170,6 +170,39 @@ def _rounded(x: float, digits: int = 4) -> float:
     return float(round(float(x), digits))
 
 
+def _check_symbol_range(n_symbols: tuple[int, int], clip_seconds: float) -> None:
+    """Rejects a symbol-count range that is empty or cannot fit in the clip (before any draw, so a bad
+    call consumes nothing from the generator)."""
+    lo, hi = n_symbols
+    if not 1 <= lo <= hi:
+        raise ValueError(f"n_symbols: expected 1 <= min <= max, got {n_symbols}")
+    if clip_seconds < min_clip_seconds(hi) - 1e-9:
+        raise ValueError(
+            f"clip_seconds: {clip_seconds} s cannot hold {hi} symbols; need at least {min_clip_seconds(hi):.2f} s"
+        )
+
+
+def _place_symbols(
+    rng: np.random.Generator, n: int, clip_seconds: float, sample_rate: int
+) -> tuple[list[int], list[int]]:
+    """Draws the gaps, the symbol durations and the sequence's offset (in that order) and returns the
+    symbols' onsets and lengths in samples; kept apart so the timing rules sit in one place."""
+    gaps = rng.uniform(*GAP_SECONDS, size=n - 1)
+    room = clip_seconds - 2 * EDGE_SECONDS
+    # Long sequences shrink the longest allowed symbol so that everything fits; never below the minimum.
+    longest = min(SYMBOL_SECONDS[1], (room - gaps.sum()) / n)
+    durs = rng.uniform(SYMBOL_SECONDS[0], max(longest, SYMBOL_SECONDS[0]), size=n)
+    total = durs.sum() + gaps.sum()
+    start = EDGE_SECONDS + rng.uniform(0.0, max(room - total, 0.0))
+    onsets, lengths = [], []
+    t = start
+    for i in range(n):
+        onsets.append(int(round(t * sample_rate)))
+        lengths.append(int(round(durs[i] * sample_rate)))
+        t += durs[i] + (gaps[i] if i < n - 1 else 0.0)
+    return onsets, lengths
+
+
 def sample_clip_spec(
     rng: np.random.Generator,
     *,
@@ -198,27 +231,10 @@ def sample_clip_spec(
         ValueError: if the range of symbols is empty or does not fit in the clip.
     """
     lo, hi = n_symbols
-    if not 1 <= lo <= hi:
-        raise ValueError(f"n_symbols: expected 1 <= min <= max, got {n_symbols}")
-    if clip_seconds < min_clip_seconds(hi) - 1e-9:
-        raise ValueError(
-            f"clip_seconds: {clip_seconds} s cannot hold {hi} symbols; need at least {min_clip_seconds(hi):.2f} s"
-        )
+    _check_symbol_range(n_symbols, clip_seconds)
     n = int(rng.integers(lo, hi + 1))
     symbols = tuple(SYMBOL_WORDS[i] for i in rng.integers(0, len(SYMBOL_WORDS), size=n))
-    gaps = rng.uniform(*GAP_SECONDS, size=n - 1)
-    room = clip_seconds - 2 * EDGE_SECONDS
-    # Long sequences shrink the longest allowed symbol so that everything fits; never below the minimum.
-    longest = min(SYMBOL_SECONDS[1], (room - gaps.sum()) / n)
-    durs = rng.uniform(SYMBOL_SECONDS[0], max(longest, SYMBOL_SECONDS[0]), size=n)
-    total = durs.sum() + gaps.sum()
-    start = EDGE_SECONDS + rng.uniform(0.0, max(room - total, 0.0))
-    onsets, lengths = [], []
-    t = start
-    for i in range(n):
-        onsets.append(int(round(t * sample_rate)))
-        lengths.append(int(round(durs[i] * sample_rate)))
-        t += durs[i] + (gaps[i] if i < n - 1 else 0.0)
+    onsets, lengths = _place_symbols(rng, n, clip_seconds, sample_rate)
     register = REGISTERS["low" if rng.random() < 0.5 else "high"]
     loudness = "quiet" if rng.random() < 0.5 else "loud"
     return ClipSpec(

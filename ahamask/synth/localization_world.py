@@ -183,25 +183,13 @@ def _event_param(kind: str, rng: np.random.Generator) -> float:
     return 0.0
 
 
-def sample_localization_clip(
-    rng: np.random.Generator,
-    *,
-    clip_seconds: float = 3.0,
-    event_types: Sequence[str] = EVENT_TYPES,
-    n_events: tuple[int, int] = N_EVENTS,
-    event_seconds: tuple[float, float] = EVENT_SECONDS,
-    level_dbfs: tuple[float, float] = EVENT_LEVEL_DBFS,
-    background: bool = True,
-    sample_rate: int = audio.SAMPLE_RATE,
-) -> LocalizationClip:
-    """Draws a clip: distinct event types, uniform lengths and levels, random non-overlapping placement.
-
-    Placement: the events' lengths and the minimum gaps are laid out in a random order, and the free time is
-    split into ``n + 1`` random shares (a uniform point on the simplex) before, between and after them.
-
-    Raises:
-        ValueError: an unknown event type, or a range that cannot fit the clip.
-    """
+def _check_event_ranges(
+    clip_seconds: float,
+    event_types: Sequence[str],
+    n_events: tuple[int, int],
+    event_seconds: tuple[float, float],
+) -> None:
+    """Rejects unknown event types and ranges that cannot fit the clip, before anything is drawn."""
     unknown = [k for k in event_types if k not in EVENT_TYPES]
     if unknown:
         raise ValueError(f"event_types: unknown {unknown}; known: {list(EVENT_TYPES)}")
@@ -213,8 +201,19 @@ def sample_localization_clip(
         raise ValueError(
             f"clip_seconds: {clip_seconds} s cannot hold {hi} events of up to {event_seconds[1]} s ({need:.2f} s)"
         )
-    n = int(rng.integers(lo, hi + 1))
-    kinds = [event_types[i] for i in rng.permutation(len(event_types))[:n]]
+
+
+def _place_events(
+    rng: np.random.Generator,
+    kinds: Sequence[str],
+    clip_seconds: float,
+    event_seconds: tuple[float, float],
+    level_dbfs: tuple[float, float],
+    sample_rate: int,
+) -> list[EventSpec]:
+    """Draws the events' lengths, levels and free-time shares, then each event's parameter and seed (in
+    that order), and lays the events out without overlap; one place for the placement rule."""
+    n = len(kinds)
     lengths = rng.uniform(*event_seconds, size=n)
     levels = rng.uniform(*level_dbfs, size=n)
     free = clip_seconds - lengths.sum() - (n - 1) * EVENT_GAP_SECONDS
@@ -234,6 +233,33 @@ def sample_localization_clip(
             )
         )
         t += lengths[i] + EVENT_GAP_SECONDS + shares[i + 1]
+    return events
+
+
+def sample_localization_clip(
+    rng: np.random.Generator,
+    *,
+    clip_seconds: float = 3.0,
+    event_types: Sequence[str] = EVENT_TYPES,
+    n_events: tuple[int, int] = N_EVENTS,
+    event_seconds: tuple[float, float] = EVENT_SECONDS,
+    level_dbfs: tuple[float, float] = EVENT_LEVEL_DBFS,
+    background: bool = True,
+    sample_rate: int = audio.SAMPLE_RATE,
+) -> LocalizationClip:
+    """Draws a clip: distinct event types, uniform lengths and levels, random non-overlapping placement.
+
+    Placement: the events' lengths and the minimum gaps are laid out in a random order, and the free time is
+    split into ``n + 1`` random shares (a uniform point on the simplex) before, between and after them.
+
+    Raises:
+        ValueError: an unknown event type, or a range that cannot fit the clip.
+    """
+    _check_event_ranges(clip_seconds, event_types, n_events, event_seconds)
+    lo, hi = n_events
+    n = int(rng.integers(lo, hi + 1))
+    kinds = [event_types[i] for i in rng.permutation(len(event_types))[:n]]
+    events = _place_events(rng, kinds, clip_seconds, event_seconds, level_dbfs, sample_rate)
     spec = None
     if background:
         spec = audio.sample_clip_spec(
@@ -412,14 +438,34 @@ def build_localization_world(
         ValueError: bad counts or seed; FileExistsError: a non-empty folder that is not a world.
     """
     counts = {"train": n_train, "calib": n_calib, "test": n_test}
+    _check_counts(counts, seed)
+    event_types = tuple(event_types)
+    root = Path(out_dir)
+    marker = root / "localization_world.json"
+    _prepare_localization_root(root, marker, overwrite)
+    manifests = {
+        split: _build_localization_split(root, split, counts[split], seed, clip_seconds, event_types)
+        for split in SPLITS
+    }
+    prompt_files = _write_localization_prompts(root)
+    world = LocalizationWorld(root, seed, float(clip_seconds), event_types, counts, manifests, prompt_files)
+    meta = _localization_meta(root, seed, clip_seconds, event_types, counts, manifests, prompt_files)
+    atomic_write_text(json.dumps(meta, indent=2) + "\n", marker)  # last: marks a complete world
+    return world
+
+
+def _check_counts(counts: dict[str, int], seed: int) -> None:
+    """Rejects negative or non-int clip counts and seeds, before anything is written."""
     bad = [f"n_{k}={v}" for k, v in counts.items() if not isinstance(v, int) or v < 0]
     if bad or not isinstance(seed, int) or seed < 0:
         raise ValueError(
             f"build_localization_world: expected non-negative ints, got {bad or [f'seed={seed}']}"
         )
-    event_types = tuple(event_types)
-    root = Path(out_dir)
-    marker = root / "localization_world.json"
+
+
+def _prepare_localization_root(root: Path, marker: Path, overwrite: bool) -> None:
+    """Makes ``root`` ready for a build: clears an earlier world when ``overwrite`` (marker first, so a
+    crash mid-way never leaves a folder that looks complete) and refuses a foreign non-empty folder."""
     if marker.exists():
         if not overwrite:
             raise FileExistsError(
@@ -433,65 +479,96 @@ def build_localization_world(
         raise FileExistsError(f"{root}: folder is not empty and holds no localization_world.json")
     root.mkdir(parents=True, exist_ok=True)
 
-    manifests: dict[str, dict[str, Path]] = {}
-    for split in SPLITS:
-        (root / split / "wav").mkdir(parents=True, exist_ok=True)
-        entries: dict[str, list[dict]] = {t: [] for t in LOCALIZATION_TASKS}
-        for i in range(counts[split]):
-            rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
-            clip = sample_localization_clip(rng, clip_seconds=clip_seconds, event_types=event_types)
-            clip_id = f"{split}_{i:05d}"
-            rel = f"wav/{clip_id}.wav"
-            audio.write_wav(root / split / rel, render_localization_clip(clip), clip.sample_rate)
-            labels = {"clip_id": clip_id, **clip.labels()}
-            entries["tags"].append(
-                {
-                    "path": rel,
-                    "text": localization_target("tags", labels),
-                    "task": "tags",
-                    "Q": "",
-                    "labels": labels,
-                }
-            )
-            # detect: alternately a present and an absent type (drawn from the clip's own generator).
-            present = labels["event_types"]
-            absent = [k for k in event_types if k not in present]
-            query = (
-                present[int(rng.integers(len(present)))]
-                if (i % 2 == 0 or not absent)
-                else absent[int(rng.integers(len(absent)))]
-            )
-            intervals = clip.intervals()
-            entries["detect"].append(
-                {
-                    "path": rel,
-                    "text": localization_target("detect", labels, query),
-                    "task": "detect",
-                    "Q": query,
-                    "labels": {**labels, "target": query, "interval": list(intervals.get(query, ())) or None},
-                }
-            )
-            for kind in present:
-                entries["localize"].append(
-                    {
-                        "path": rel,
-                        "text": localization_target("localize", labels, kind),
-                        "task": "localize",
-                        "Q": kind,
-                        "labels": {**labels, "target": kind, "interval": list(intervals[kind])},
-                    }
-                )
-        manifests[split] = {}
-        for task in LOCALIZATION_TASKS:
-            manifests[split][task] = root / split / f"{task}.json"
-            _write_manifest(manifests[split][task], entries[task])
+
+def _build_localization_split(
+    root: Path, split: str, count: int, seed: int, clip_seconds: float, event_types: tuple[str, ...]
+) -> dict[str, Path]:
+    """Renders one split's clips (clip ``i`` from its own generator ``[seed, split id, i]``) and writes the
+    split's three manifests; returns them by task."""
+    (root / split / "wav").mkdir(parents=True, exist_ok=True)
+    entries: dict[str, list[dict]] = {t: [] for t in LOCALIZATION_TASKS}
+    for i in range(count):
+        rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
+        clip = sample_localization_clip(rng, clip_seconds=clip_seconds, event_types=event_types)
+        clip_id = f"{split}_{i:05d}"
+        rel = f"wav/{clip_id}.wav"
+        audio.write_wav(root / split / rel, render_localization_clip(clip), clip.sample_rate)
+        for task, task_entries in _clip_entries(rng, i, clip, clip_id, rel, event_types).items():
+            entries[task].extend(task_entries)
+    manifests = {}
+    for task in LOCALIZATION_TASKS:
+        manifests[task] = root / split / f"{task}.json"
+        _write_manifest(manifests[task], entries[task])
+    return manifests
+
+
+def _clip_entries(
+    rng: np.random.Generator,
+    i: int,
+    clip: LocalizationClip,
+    clip_id: str,
+    rel: str,
+    event_types: tuple[str, ...],
+) -> dict[str, list[dict]]:
+    """The manifest entries of one clip per task: one ``tags``, one ``detect`` (alternately a present and
+    an absent type, drawn from the clip's own generator after its audio) and one ``localize`` per event."""
+    labels = {"clip_id": clip_id, **clip.labels()}
+    tags = {
+        "path": rel,
+        "text": localization_target("tags", labels),
+        "task": "tags",
+        "Q": "",
+        "labels": labels,
+    }
+    present = labels["event_types"]
+    absent = [k for k in event_types if k not in present]
+    query = (
+        present[int(rng.integers(len(present)))]
+        if (i % 2 == 0 or not absent)
+        else absent[int(rng.integers(len(absent)))]
+    )
+    intervals = clip.intervals()
+    detect = {
+        "path": rel,
+        "text": localization_target("detect", labels, query),
+        "task": "detect",
+        "Q": query,
+        "labels": {**labels, "target": query, "interval": list(intervals.get(query, ())) or None},
+    }
+    localize = [
+        {
+            "path": rel,
+            "text": localization_target("localize", labels, kind),
+            "task": "localize",
+            "Q": kind,
+            "labels": {**labels, "target": kind, "interval": list(intervals[kind])},
+        }
+        for kind in present
+    ]
+    return {"tags": [tags], "detect": [detect], "localize": localize}
+
+
+def _write_localization_prompts(root: Path) -> dict[str, Path]:
+    """Writes ``prompts/train_prompt.json`` and ``prompts/test_prompt.json``; returns their paths by stem."""
     (root / "prompts").mkdir(exist_ok=True)
     prompt_files = {}
     for stem, content in _prompt_contents().items():
         prompt_files[stem] = root / "prompts" / f"{stem}.json"
         atomic_write_text(json.dumps(content, indent=2) + "\n", prompt_files[stem])
-    world = LocalizationWorld(root, seed, float(clip_seconds), event_types, counts, manifests, prompt_files)
-    meta = {
+    return prompt_files
+
+
+def _localization_meta(
+    root: Path,
+    seed: int,
+    clip_seconds: float,
+    event_types: tuple[str, ...],
+    counts: dict[str, int],
+    manifests: dict[str, dict[str, Path]],
+    prompt_files: dict[str, Path],
+) -> dict[str, object]:
+    """The content of ``localization_world.json``: the settings and the files, relative to ``root``."""
+    return {
         "format": FORMAT,
         "version": VERSION,
         "seed": seed,
@@ -508,8 +585,6 @@ def build_localization_world(
             "prompts": {k: p.relative_to(root).as_posix() for k, p in prompt_files.items()},
         },
     }
-    atomic_write_text(json.dumps(meta, indent=2) + "\n", marker)  # last: marks a complete world
-    return world
 
 
 def load_localization_world(out_dir: str | os.PathLike[str]) -> LocalizationWorld:

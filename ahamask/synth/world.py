@@ -377,6 +377,40 @@ def _entry(wav_rel: str, task: str, labels: Mapping[str, object]) -> dict[str, o
     return {"path": wav_rel, "text": make_target(task, labels), "task": task, "Q": "", "labels": dict(labels)}
 
 
+def _mixed_count(tasks: tuple[str, ...], mixed_tasks_per_clip: int | None) -> int:
+    """How many tasks each clip gets in the mixed manifests (default: all), checked to be in range."""
+    k = len(tasks) if mixed_tasks_per_clip is None else mixed_tasks_per_clip
+    if not 1 <= k <= len(tasks):
+        raise ValueError(f"mixed_tasks_per_clip: expected 1..{len(tasks)}, got {mixed_tasks_per_clip!r}")
+    return k
+
+
+def _world_info(
+    root: Path,
+    seed: int,
+    clip_seconds: float,
+    snr_db: tuple[float, float] | None,
+    counts: dict[str, int],
+    tasks: tuple[str, ...],
+    manifests: dict[str, dict[str, Path]],
+    mixed: dict[str, Path],
+) -> WorldInfo:
+    """Writes the prompt files and gathers the built world's description (world.json is written later)."""
+    return WorldInfo(
+        root=root,
+        seed=seed,
+        sample_rate=audio.SAMPLE_RATE,
+        clip_seconds=float(clip_seconds),
+        snr_db=None if snr_db is None else (float(snr_db[0]), float(snr_db[1])),
+        splits=counts,
+        tasks=tasks,
+        manifests=manifests,
+        mixed_manifests=mixed,
+        prompt_files=_write_prompt_files(root, tasks),
+        world_json=root / "world.json",
+    )
+
+
 def build_world(
     out_dir: str | os.PathLike[str],
     seed: int = 0,
@@ -390,9 +424,6 @@ def build_world(
     overwrite: bool = False,
 ) -> WorldInfo:
     """Generates the synthetic world: audio, manifests, prompt files and world.json.
-
-    (Over 60 lines only through its documented arguments; each split is written by :func:`_render_split`
-    and :func:`_write_split_manifests`.)
 
     Args:
         out_dir: world folder; created if missing, must be empty unless it holds a world.
@@ -423,9 +454,7 @@ def build_world(
     tasks = tuple(tasks)
     counts = {"train": n_train, "valid": n_valid, "test": n_test}
     _validate(seed, counts, clip_seconds, tasks, snr_db)
-    k = len(tasks) if mixed_tasks_per_clip is None else mixed_tasks_per_clip
-    if not 1 <= k <= len(tasks):
-        raise ValueError(f"mixed_tasks_per_clip: expected 1..{len(tasks)}, got {mixed_tasks_per_clip!r}")
+    k = _mixed_count(tasks, mixed_tasks_per_clip)
     root = Path(out_dir)
     _prepare_root(root, overwrite)
     started = time.perf_counter()
@@ -434,19 +463,7 @@ def build_world(
     for split in SPLITS:
         clips = _render_split(root / split, split, counts[split], seed, clip_seconds, snr_db)
         manifests[split], mixed[split] = _write_split_manifests(root / split, clips, tasks, k)
-    info = WorldInfo(
-        root=root,
-        seed=seed,
-        sample_rate=audio.SAMPLE_RATE,
-        clip_seconds=float(clip_seconds),
-        snr_db=None if snr_db is None else (float(snr_db[0]), float(snr_db[1])),
-        splits=counts,
-        tasks=tasks,
-        manifests=manifests,
-        mixed_manifests=mixed,
-        prompt_files=_write_prompt_files(root, tasks),
-        world_json=root / "world.json",
-    )
+    info = _world_info(root, seed, clip_seconds, snr_db, counts, tasks, manifests, mixed)
     # world.json goes last: its presence marks a complete world.
     _write_json(info.world_json, _world_json(info))
     elapsed = time.perf_counter() - started
