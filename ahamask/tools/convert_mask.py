@@ -22,7 +22,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from ._common import ToolError, fail, load_with_geometry, user_errors
+from ._common import LoadedMask, ToolError, fail, load_with_geometry, user_errors
 
 __all__ = ["build_parser", "convert", "main"]
 
@@ -80,8 +80,7 @@ def convert(
         ToolError: ``dst`` exists, or no geometry is known.
         MaskFileError, MaskShapeError: ``src`` cannot be read.
     """
-    from ..masking.checkpoint import save_mask, save_mask_folder
-    from ..masking.released import RELEASED_MASKS
+    from ..masking.checkpoint import save_mask
 
     dst = Path(dst)
     if dst.exists() or dst.is_symlink():
@@ -94,13 +93,23 @@ def convert(
         return save_mask(mask.logits, dst, n_layers=mask.n_layers, n_heads=mask.n_heads)
     if dst.suffix:
         raise ToolError(f"{dst}: expected DST.pth (released format) or a folder name without a suffix")
+    _write_folder(mask, dst, base_model)
+    return dst
+
+
+def _write_folder(mask: LoadedMask, dst: Path, base_model: str | None) -> None:
+    """Writes the folder form of ``mask`` (its source file's name and SHA-256, and the released task name,
+    recorded in the config) beside ``dst`` under a hidden name and renames it at the end, so that ``dst``
+    appears complete or not at all."""
+    from ..masking.checkpoint import save_mask_folder
+    from ..masking.released import RELEASED_MASKS
+
     extra = {
         "source": mask.path.name,
         "source_sha256": hashlib.sha256(mask.path.read_bytes()).hexdigest(),
     }
     if mask.label in RELEASED_MASKS:
         extra["task"] = mask.label
-    # Filled beside DST under a hidden name and renamed at the end, so DST appears complete or not at all.
     tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.tmp"
     try:
         save_mask_folder(
@@ -119,7 +128,6 @@ def convert(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    return dst
 
 
 def main(argv: list[str] | None = None) -> int:

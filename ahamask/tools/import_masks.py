@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..masking.released import RELEASED_MASKS
+from ..masking.released import RELEASED_MASKS, ReleasedMask
 from ._common import ToolError, fail
 
 __all__ = ["LICENCE_NAME", "ImportReport", "build_parser", "import_release", "main"]
@@ -92,6 +92,70 @@ def _is_documentation(relative: Path) -> bool:
     return len(relative.parts) == 1 and relative.name.upper().startswith(_DOC_PREFIXES)
 
 
+def _import_one(mask: ReleasedMask, src: Path, dest: Path, report: ImportReport) -> None:
+    """Verifies one released mask in ``src`` against its SHA-256 and copies it (atomically) unless the
+    same bytes are already in ``dest``; records the outcome and its line in ``report``."""
+    from ..utils.io import atomic_open
+
+    source, target = src / mask.relpath, dest / mask.relpath
+    if not source.is_file():
+        report.missing.append(mask.relpath)
+        report.lines.append(f"missing   {mask.relpath}: not in {src}")
+        return
+    data = source.read_bytes()
+    digest = _sha256(data)
+    if digest != mask.sha256:
+        report.altered.append(mask.relpath)
+        report.lines.append(
+            f"altered   {mask.relpath}: sha256 {digest[:16]}... is not the release's {mask.sha256[:16]}...; not copied"
+        )
+        return
+    if target.is_file():
+        old = _sha256(target.read_bytes())
+        if old == digest:
+            report.present.append(mask.relpath)
+            report.lines.append(f"present   {mask.relpath}: already in {dest}, sha256 verified")
+            return
+    replacing = target.exists()
+    # The bytes written are the bytes hashed: no second read that could differ.
+    with atomic_open(target, "wb") as handle:
+        handle.write(data)
+    if replacing:
+        report.replaced.append(mask.relpath)
+        report.lines.append(f"replaced  {mask.relpath}: the copy in {dest} differed from the release")
+    else:
+        report.copied.append(mask.relpath)
+        report.lines.append(f"ok        {mask.relpath}: sha256 verified, copied")
+
+
+def _report_extra_files(src: Path, report: ImportReport) -> None:
+    """Lists (without copying) the files in ``src`` that are neither a released mask nor documentation."""
+    expected = {Path(m.relpath) for m in RELEASED_MASKS.values()}
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        relative = path.relative_to(src)
+        if relative not in expected and not _is_documentation(relative):
+            report.extra.append(relative.as_posix())
+            report.lines.append(f"extra     {relative.as_posix()}: not part of the release; not copied")
+
+
+def _copy_licence(src: Path, dest: Path, report: ImportReport) -> None:
+    """Copies the release's MIT licence beside the masks, or says where none was found (the notice must
+    travel with the masks)."""
+    from ..utils.io import atomic_open
+
+    licence = _find_licence(src)
+    if licence is not None:
+        with atomic_open(dest / LICENCE_NAME, "wb") as handle:
+            handle.write(licence.read_bytes())
+        report.licence = dest / LICENCE_NAME
+        report.lines.append(f"licence   {licence} -> {report.licence}")
+    else:
+        report.lines.append(
+            f"licence   none found in {src} or its parent: the masks are MIT-licensed (Copyright (c) 2025 "
+            "Yiwei Guo); keep that notice with any copy you pass on"
+        )
+
+
 def import_release(src: str | Path, dest: str | Path) -> ImportReport:
     """Copy the verified released masks from ``src`` into ``dest``.
 
@@ -109,59 +173,14 @@ def import_release(src: str | Path, dest: str | Path) -> ImportReport:
         >>> import_release("../shared/reference/legacy_checkpoints", "legacy_checkpoints").exit_code  # doctest: +SKIP
         0
     """
-    from ..utils.io import atomic_open
-
     src, dest = Path(src), Path(dest)
     if not src.is_dir():
         raise ToolError(f"{src}: no such folder (expected a copy of the release: <name>/checkpoint.pth)")
     report = ImportReport()
     for mask in RELEASED_MASKS.values():
-        source, target = src / mask.relpath, dest / mask.relpath
-        if not source.is_file():
-            report.missing.append(mask.relpath)
-            report.lines.append(f"missing   {mask.relpath}: not in {src}")
-            continue
-        data = source.read_bytes()
-        digest = _sha256(data)
-        if digest != mask.sha256:
-            report.altered.append(mask.relpath)
-            report.lines.append(
-                f"altered   {mask.relpath}: sha256 {digest[:16]}... is not the release's {mask.sha256[:16]}...; not copied"
-            )
-            continue
-        if target.is_file():
-            old = _sha256(target.read_bytes())
-            if old == digest:
-                report.present.append(mask.relpath)
-                report.lines.append(f"present   {mask.relpath}: already in {dest}, sha256 verified")
-                continue
-        replacing = target.exists()
-        # The bytes written are the bytes hashed: no second read that could differ.
-        with atomic_open(target, "wb") as handle:
-            handle.write(data)
-        if replacing:
-            report.replaced.append(mask.relpath)
-            report.lines.append(f"replaced  {mask.relpath}: the copy in {dest} differed from the release")
-        else:
-            report.copied.append(mask.relpath)
-            report.lines.append(f"ok        {mask.relpath}: sha256 verified, copied")
-    expected = {Path(m.relpath) for m in RELEASED_MASKS.values()}
-    for path in sorted(p for p in src.rglob("*") if p.is_file()):
-        relative = path.relative_to(src)
-        if relative not in expected and not _is_documentation(relative):
-            report.extra.append(relative.as_posix())
-            report.lines.append(f"extra     {relative.as_posix()}: not part of the release; not copied")
-    licence = _find_licence(src)
-    if licence is not None:
-        with atomic_open(dest / LICENCE_NAME, "wb") as handle:
-            handle.write(licence.read_bytes())
-        report.licence = dest / LICENCE_NAME
-        report.lines.append(f"licence   {licence} -> {report.licence}")
-    else:
-        report.lines.append(
-            f"licence   none found in {src} or its parent: the masks are MIT-licensed (Copyright (c) 2025 "
-            "Yiwei Guo); keep that notice with any copy you pass on"
-        )
+        _import_one(mask, src, dest, report)
+    _report_extra_files(src, report)
+    _copy_licence(src, dest, report)
     usable = len(report.copied) + len(report.present) + len(report.replaced)
     report.lines.append(
         f"{usable} of {len(RELEASED_MASKS)} released masks in {dest}; {len(report.missing)} missing, "
