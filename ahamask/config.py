@@ -529,23 +529,48 @@ def load_config(
     """
     source = str(path) if path is not None else "<defaults>"
     base = OmegaConf.structured(schema)
-    errors: list[str] = []
-    entries: list[tuple[str, Any, str]] = []
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"{source}: no such config file")
-        try:
-            loaded = OmegaConf.load(path)
-        except Exception as exc:  # yaml errors come in several classes
-            raise ConfigError(f"{source}: not valid YAML ({_yaml_reason(exc)})") from exc
-        if not isinstance(loaded, DictConfig):
-            raise ConfigError(f"{source}: the top level must be a mapping of sections")
-        # Relative paths in the file may point beside it (rule: ahamask/config_paths.py); overrides may not.
-        resolve_config_paths(loaded, Path(path).parent)
-        entries += [(k, v, source) for k, v in _flatten(loaded)]
+    entries = _file_entries(path, source) if path is not None else []
     for key, value in parse_overrides(overrides):
         parsed = OmegaConf.from_dotlist([f"{key}={value}"])
         entries.append((key, OmegaConf.select(parsed, key), "--options"))
+    errors = _merge_entries(base, entries)
+    given = {key for key, _, _ in entries}
+    missing = sorted(OmegaConf.missing_keys(base) | (_arch_paths_missing(base) - given))
+    errors += [f"{key}: missing mandatory value" for key in missing]
+    if missing:  # the section checks below cannot run without every value
+        raise ConfigError(f"{source}: " + "; ".join(errors))
+    cfg, check_errors = _to_checked_object(base)
+    errors += check_errors
+    if errors:
+        raise ConfigError(f"{source}: " + "; ".join(errors))
+    _warn_no_effect(cfg)
+    return cfg
+
+
+def _file_entries(path: str | Path, source: str) -> list[tuple[str, Any, str]]:
+    """The ``(dotted_key, value, origin)`` leaves of a YAML file, its relative paths resolved beside it.
+
+    Raises:
+        ConfigError: a missing file, invalid YAML, or a top level that is not a mapping (these stop the
+            load at once: nothing else can be checked without the file).
+    """
+    if not Path(path).is_file():
+        raise ConfigError(f"{source}: no such config file")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as exc:  # yaml errors come in several classes
+        raise ConfigError(f"{source}: not valid YAML ({_yaml_reason(exc)})") from exc
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    # Relative paths in the file may point beside it (rule: ahamask/config_paths.py); overrides may not.
+    resolve_config_paths(loaded, Path(path).parent)
+    return [(k, v, source) for k, v in _flatten(loaded)]
+
+
+def _merge_entries(base: DictConfig, entries: list[tuple[str, Any, str]]) -> list[str]:
+    """Merges every entry into ``base`` in order and returns the problems (unknown keys with a 'did you
+    mean', bad types) instead of stopping at the first, so that all are reported at once."""
+    errors: list[str] = []
     for key, value, origin in entries:
         try:
             try:
@@ -560,13 +585,14 @@ def load_config(
             if "not in" in reason or "Key" in reason and "not" in reason:
                 reason = "unknown key" + _suggest(base, key)
             errors.append(f"{key}: {reason} [{origin}]")
-    given = {key for key, _, _ in entries}
-    missing = sorted(OmegaConf.missing_keys(base) | (_arch_paths_missing(base) - given))
-    errors += [f"{key}: missing mandatory value" for key in missing]
-    if missing:  # the section checks below cannot run without every value
-        raise ConfigError(f"{source}: " + "; ".join(errors))
-    # Run each __post_init__ check with their problems collected, so every section's are reported at once
-    # (keys rejected above keep their defaults here, which pass).
+    return errors
+
+
+def _to_checked_object(base: DictConfig) -> tuple[Any, list[str]]:
+    """Builds the dataclass with each ``__post_init__`` check's problems collected, so every section's are
+    reported at once (keys rejected earlier keep their defaults here, which pass); returns it and them."""
+    errors: list[str] = []
+    cfg = None
     token = _collected.set([])
     try:
         cfg = OmegaConf.to_object(base)
@@ -577,10 +603,7 @@ def load_config(
         errors.append(str(exc).splitlines()[0])
     finally:
         _collected.reset(token)
-    if errors:
-        raise ConfigError(f"{source}: " + "; ".join(errors))
-    _warn_no_effect(cfg)
-    return cfg
+    return cfg, errors
 
 
 def _arch_paths_missing(base: DictConfig) -> set[str]:

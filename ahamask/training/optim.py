@@ -79,7 +79,19 @@ def build_optimizer(
             f"optimizer: need init_lr >= 0, weight_decay >= 0, 0 <= beta2 < 1; "
             f"got init_lr={init_lr}, weight_decay={weight_decay}, beta2={beta2}"
         )
-    forced = set(no_decay_names)
+    decay, no_decay = _split_decay_groups(params_named, set(no_decay_names))
+    groups = [
+        {"params": decay, "weight_decay": float(weight_decay)},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=float(init_lr), weight_decay=float(weight_decay), betas=(0.9, beta2))
+
+
+def _split_decay_groups(
+    params_named: Iterable[tuple[str, torch.nn.Parameter]], forced: set[str]
+) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """Sorts the trainable parameters into the decayed and the decay-free lists (in their given order)
+    and logs the counts; raises on a name in ``forced`` that is not trainable, or on nothing trainable."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     seen: set[str] = set()
@@ -104,11 +116,7 @@ def build_optimizer(
         len(decay),
         len(no_decay),
     )
-    groups = [
-        {"params": decay, "weight_decay": float(weight_decay)},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=float(init_lr), weight_decay=float(weight_decay), betas=(0.9, beta2))
+    return decay, no_decay
 
 
 def build_grad_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler | None:

@@ -148,6 +148,15 @@ def init_distributed(device_spec: str = "auto", timeout: datetime.timedelta = DE
     if not 0 <= rank < world_size:
         raise ValueError(f"distributed launch: rank {rank} outside world size {world_size}")
     device = resolve_device(device_spec, local_rank)
+    _start_process_group(rank, world_size, local_rank, device, timeout)
+    return DistInfo(rank, world_size, local_rank, device, rank == 0)
+
+
+def _start_process_group(
+    rank: int, world_size: int, local_rank: int, device: torch.device, timeout: datetime.timedelta
+) -> None:
+    """Binds the current device, creates the ``env://`` process group with the device's backend and waits
+    for every rank (kept apart from :func:`init_distributed` so that one reads as the launch decision)."""
     # NCCL/HCCL pick their device from the current one, so it must be set before the group exists.
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -172,7 +181,6 @@ def init_distributed(device_spec: str = "auto", timeout: datetime.timedelta = DE
         device_id=device if device.type == "cuda" else None,
     )
     barrier()
-    return DistInfo(rank, world_size, local_rank, device, rank == 0)
 
 
 def setup_processes(
