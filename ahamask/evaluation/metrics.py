@@ -131,6 +131,38 @@ def wer(refs: Sequence[str], hyps: Sequence[str], normalize: bool = True) -> dic
     }
 
 
+def _labels_from_refs(refs: Sequence[str]) -> list[str]:
+    """The distinct ground truths as lower-cased word strings: the label set of a task that has none
+    registered (a count, whose labels are whatever the data holds)."""
+    labels = sorted({" ".join(answer_words(str(r))) for r in refs} - {""})
+    if not labels:
+        raise ValueError("no labels given and the references hold no words to use as labels")
+    return labels
+
+
+def _tally_labels(
+    parser: LabelParser, refs: Sequence[str], hyps: Sequence[str]
+) -> tuple[int, int, int, dict[str, Counter[str]]]:
+    """``(correct, unparsed, ambiguous, confusion)`` over the pairs; a ground truth that does not parse
+    to exactly one label raises :class:`LabelError` with its index (the data is wrong, not the model)."""
+    correct = unparsed = ambiguous = 0
+    confusion: dict[str, Counter[str]] = {}
+    for i, (ref, hyp) in enumerate(zip(refs, hyps, strict=True)):
+        ref_found = parser.match(str(ref))
+        if len(ref_found) != 1:
+            raise LabelError(
+                i, f"ground truth {ref!r} maps to {sorted(ref_found) or 'no label'} of {list(parser.labels)}"
+            )
+        ref_label = ref_found.pop()
+        found = parser.match(hyp)
+        pred = found.pop() if len(found) == 1 else NO_LABEL
+        unparsed += pred == NO_LABEL
+        ambiguous += len(found) > 1
+        correct += pred == ref_label
+        confusion.setdefault(ref_label, Counter())[pred] += 1
+    return correct, unparsed, ambiguous, confusion
+
+
 def accuracy(
     refs: Sequence[str],
     hyps: Sequence[str],
@@ -163,26 +195,8 @@ def accuracy(
         50.0
     """
     _check_pairs(refs, hyps)
-    if labels is None:
-        labels = sorted({" ".join(answer_words(str(r))) for r in refs} - {""})
-        if not labels:
-            raise ValueError("no labels given and the references hold no words to use as labels")
-    parser = LabelParser(labels, synonyms)
-    correct = unparsed = ambiguous = 0
-    confusion: dict[str, Counter[str]] = {}
-    for i, (ref, hyp) in enumerate(zip(refs, hyps, strict=True)):
-        ref_found = parser.match(str(ref))
-        if len(ref_found) != 1:
-            raise LabelError(
-                i, f"ground truth {ref!r} maps to {sorted(ref_found) or 'no label'} of {list(parser.labels)}"
-            )
-        ref_label = ref_found.pop()
-        found = parser.match(hyp)
-        pred = found.pop() if len(found) == 1 else NO_LABEL
-        unparsed += pred == NO_LABEL
-        ambiguous += len(found) > 1
-        correct += pred == ref_label
-        confusion.setdefault(ref_label, Counter())[pred] += 1
+    parser = LabelParser(labels if labels is not None else _labels_from_refs(refs), synonyms)
+    correct, unparsed, ambiguous, confusion = _tally_labels(parser, refs, hyps)
     n = len(refs)
     return {
         "metric": "accuracy",

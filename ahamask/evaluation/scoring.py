@@ -208,6 +208,27 @@ def score_predictions(
         >>> score_predictions(preds, ["gender_recognition"])["tasks"]["gender"]["value"]
         100.0
     """
+    _check_entries(predictions, tasks, source)
+    groups, unscored = _group_by_plan(tasks, source)
+    ids = [entry.get("id") for entry in predictions]
+    report: dict[str, Any] = {"n_entries": len(predictions), "tasks": {}, "unscored": unscored}
+    for task_name, (plan, rows, names) in sorted(groups.items()):
+        try:
+            entry = _score_group(plan, rows, predictions, ids, labels, source)
+        except UnknownTaskError as err:
+            logger.warning("%s: task %r not scored: %s", source, task_name, err)
+            for row in rows:
+                unscored[tasks[row]] = unscored.get(tasks[row], 0) + 1
+            continue
+        entry["names"] = sorted(names)
+        report["tasks"][task_name] = entry
+    report["unscored"] = dict(sorted(unscored.items()))
+    return report
+
+
+def _check_entries(predictions: list[dict], tasks: list[str], source: str) -> None:
+    """Reject malformed input before any scoring, naming the entry, so a bad file fails with its line
+    instead of deep inside a metric."""
     if len(predictions) != len(tasks):
         raise ValueError(f"{source}: {len(predictions)} predictions but {len(tasks)} task names")
     for i, entry in enumerate(predictions):
@@ -220,7 +241,12 @@ def score_predictions(
         if not isinstance(tasks[i], str):
             raise ValueError(f"{source}: task of entry {i} is {tasks[i]!r}, expected a string")
 
-    # Group rows by plan; names that cannot be planned or scored go to "unscored".
+
+def _group_by_plan(
+    tasks: list[str], source: str
+) -> tuple[dict[str, tuple[TaskPlan, list[int], set[str]]], dict[str, int]]:
+    """Rows grouped by task plan (aliases of one task score together) with the names seen per group;
+    names that cannot be planned are counted in the second dict ("unscored") instead of failing the file."""
     groups: dict[str, tuple[TaskPlan, list[int], set[str]]] = {}
     unscored: dict[str, int] = {}
     for row, name in enumerate(tasks):
@@ -233,27 +259,24 @@ def score_predictions(
         group = groups.setdefault(plan.name, (plan, [], set()))
         group[1].append(row)
         group[2].add(name)
+    return groups, unscored
 
-    ids = [entry.get("id") for entry in predictions]
-    report: dict[str, Any] = {"n_entries": len(predictions), "tasks": {}, "unscored": unscored}
-    for task_name, (plan, rows, names) in sorted(groups.items()):
-        try:
-            if plan.fmt == "single":
-                metric = _metric_for(plan.name, labels)
-                refs = [predictions[r]["ground_truth"] for r in rows]
-                hyps = [predictions[r]["output"] for r in rows]
-                entry = _run_metric(metric, refs, hyps, rows, ids, source)
-            else:
-                entry = _score_composite(plan, rows, predictions, labels, source)
-        except UnknownTaskError as err:
-            logger.warning("%s: task %r not scored: %s", source, task_name, err)
-            for row in rows:
-                unscored[tasks[row]] = unscored.get(tasks[row], 0) + 1
-            continue
-        entry["names"] = sorted(names)
-        report["tasks"][task_name] = entry
-    report["unscored"] = dict(sorted(unscored.items()))
-    return report
+
+def _score_group(
+    plan: TaskPlan,
+    rows: list[int],
+    predictions: list[dict],
+    ids: list[Any],
+    labels: Sequence[str] | None,
+    source: str,
+) -> dict[str, Any]:
+    """One task group's score entry: its metric over the rows, or per part for a composite task."""
+    if plan.fmt == "single":
+        metric = _metric_for(plan.name, labels)
+        refs = [predictions[r]["ground_truth"] for r in rows]
+        hyps = [predictions[r]["output"] for r in rows]
+        return _run_metric(metric, refs, hyps, rows, ids, source)
+    return _score_composite(plan, rows, predictions, labels, source)
 
 
 def _read_json(path: Path, what: str) -> Any:

@@ -441,10 +441,6 @@ def instruction_sweep(
     Returns:
         The report of :func:`run_sweep` plus ``config`` (instructions file, generate keys, seed).
     """
-    from ..data.dataset import SALMONNDataset
-    from ..models.backbone import build_backbone
-    from ..utils import distributed as dist_utils
-
     source = None
     if isinstance(instructions, (str, os.PathLike)):
         source, instructions = str(instructions), load_instructions(instructions)
@@ -453,19 +449,7 @@ def instruction_sweep(
             "model.weight_mask_path=%s is not used by the sweep; list it in --masks to compare it",
             cfg.model.weight_mask_path,
         )
-    # The manifest is read before the model is loaded, so a bad manifest fails in a second, not after minutes.
-    # features="device": the model computes each batch's Whisper features in one call on its device.
-    dataset = SALMONNDataset(
-        cfg.test_data_path, cfg.model.front_end_path(), features="device", resampler=cfg.resampler
-    )
-    torch.manual_seed(cfg.seed)
-    # The sweep runs in one process: launched as several it would decode everything N times.
-    info = dist_utils.setup_processes(False, device or cfg.device, key=None)
-    model = build_backbone(cfg.model, device=info.device).eval().requires_grad_(False)
-    from ..models.speech_cache import SpeechEmbeddingCache
-
-    # Inference only, so the front end is frozen: its embeddings are cached (on disk with speech_cache_dir).
-    speech_cache = SpeechEmbeddingCache(model, directory=getattr(cfg, "speech_cache_dir", "") or None)
+    dataset, model, speech_cache = _load_sweep_inputs(cfg, device)
     # Mask files are binarised (and shuffled when the config asks for the random-mask ablation) exactly as
     # evaluate.py does, so a mask's figure here equals the one evaluate.py + score.py give.
     prepared = {str(p): prepare_config_mask(cfg, model, p) for p in masks}
@@ -483,16 +467,42 @@ def instruction_sweep(
         progress=True,
         speech_cache=speech_cache,
     )
+    report["config"] = _sweep_config(cfg, source)
+    if out is not None:
+        atomic_write_json(report, out, indent=2)
+        logger.info("sweep report written to %s", out)
+    return report
+
+
+def _load_sweep_inputs(cfg: DecodeConfig, device: str | None) -> tuple[Dataset, AudioLLM, Any]:
+    """The manifest, the model (eval, frozen) and its speech-embedding cache, in that order: the manifest
+    is read before the model is loaded, so a bad manifest fails in a second, not after minutes."""
+    from ..data.dataset import SALMONNDataset
+    from ..models.backbone import build_backbone
+    from ..models.speech_cache import SpeechEmbeddingCache
+    from ..utils import distributed as dist_utils
+
+    # features="device": the model computes each batch's Whisper features in one call on its device.
+    dataset = SALMONNDataset(
+        cfg.test_data_path, cfg.model.front_end_path(), features="device", resampler=cfg.resampler
+    )
+    torch.manual_seed(cfg.seed)
+    # The sweep runs in one process: launched as several it would decode everything N times.
+    info = dist_utils.setup_processes(False, device or cfg.device, key=None)
+    model = build_backbone(cfg.model, device=info.device).eval().requires_grad_(False)
+    # Inference only, so the front end is frozen: its embeddings are cached (on disk with speech_cache_dir).
+    speech_cache = SpeechEmbeddingCache(model, directory=getattr(cfg, "speech_cache_dir", "") or None)
+    return dataset, model, speech_cache
+
+
+def _sweep_config(cfg: DecodeConfig, source: str | None) -> dict[str, Any]:
+    """The settings recorded with a sweep report, so a figure can be traced to its decoding keys."""
     generate = (
         dataclasses.asdict(cfg.generate) if dataclasses.is_dataclass(cfg.generate) else dict(cfg.generate)
     )
-    report["config"] = {
+    return {
         "instructions_file": source,
         "generate": generate,
         "seed": cfg.seed,
         "shuffle_mask": cfg.model.shuffle_mask,
     }
-    if out is not None:
-        atomic_write_json(report, out, indent=2)
-        logger.info("sweep report written to %s", out)
-    return report
