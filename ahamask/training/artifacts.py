@@ -85,13 +85,26 @@ def mask_heatmap_figure(
     Example:
         >>> fig = mask_heatmap_figure(torch.zeros(10), 2, 4, title="tiny")
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
     probs = _head_probs(logits, n_layers, n_heads)
     kept = probs >= threshold
-    density = kept.float().mean(dim=1)
+    fig, grid = _heatmap_canvas(n_layers, n_heads)
+    ax = fig.add_subplot(grid[0, 0])
+    image = _draw_heatmap(ax, probs, kept, threshold, title)
+    strip = fig.add_subplot(grid[0, 1], sharey=ax)
+    strip.barh(range(n_layers), kept.float().mean(dim=1).numpy(), height=0.9, color="tab:gray")
+    strip.set_xlim(0.0, 1.0)
+    strip.set_xlabel("kept")
+    strip.tick_params(labelleft=False)
+    fig.colorbar(image, cax=fig.add_subplot(grid[0, 2]), label="sigmoid(logit)")
+    return fig
+
+
+def _heatmap_canvas(n_layers: int, n_heads: int) -> tuple[Figure, Any]:
+    """An Agg figure sized for the geometry and its three-column grid (heatmap, per-layer strip, colour
+    bar), with fixed margins in inches."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     # Wide for many heads, tall for many layers, within sane bounds for 2 x 4 and 40 x 40 alike.
     width = min(max(3.0 + 0.16 * n_heads, 5.5), 11.0)
     height = min(max(1.2 + 0.14 * n_layers, 2.8), 8.5)
@@ -109,7 +122,17 @@ def mask_heatmap_figure(
         top=1.0 - 0.55 / height,
         wspace=0.12,
     )
-    ax = fig.add_subplot(grid[0, 0])
+    return fig, grid
+
+
+def _draw_heatmap(
+    ax: Any, probs: torch.Tensor, kept: torch.Tensor, threshold: float, title: str | None
+) -> Any:
+    """Draws the keep probabilities on ``ax`` with integer ticks and the kept-head count in the title;
+    returns the image (for the colour bar)."""
+    from matplotlib.ticker import MaxNLocator
+
+    n_layers, n_heads = probs.shape
     image = ax.imshow(
         probs.numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest"
     )
@@ -123,13 +146,7 @@ def mask_heatmap_figure(
     # Integer ticks: a 2-layer mask would otherwise get ticks at layer 0.5.
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    strip = fig.add_subplot(grid[0, 1], sharey=ax)
-    strip.barh(range(n_layers), density.numpy(), height=0.9, color="tab:gray")
-    strip.set_xlim(0.0, 1.0)
-    strip.set_xlabel("kept")
-    strip.tick_params(labelleft=False)
-    fig.colorbar(image, cax=fig.add_subplot(grid[0, 2]), label="sigmoid(logit)")
-    return fig
+    return image
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int | None = None) -> Path:
@@ -334,6 +351,25 @@ def build_model_card(
         library_name="ahamask",
         tags=["ahamask", "attention-head-mask", "salmonn", "audio", task],
     )
+    rows = _card_rows(base_model, task, sources, steps, n_layers, n_heads, kept, threshold, valid_metrics)
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    body = _card_body(task, kept, total, base_model, table, n_layers, n_heads, command)
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
+
+
+def _card_rows(
+    base_model: str,
+    task: str,
+    sources: list[str],
+    steps: int,
+    n_layers: int,
+    n_heads: int,
+    kept: int,
+    threshold: float,
+    valid_metrics: Mapping[str, Any] | None,
+) -> list[tuple[str, str]]:
+    """The (name, value) rows of the card's summary table, the validation figures last."""
+    total = n_layers * n_heads
     rows = [
         ("base model", f"`{base_model}`" if base_model else "not recorded"),
         ("task", task),
@@ -344,7 +380,14 @@ def build_model_card(
     ]
     for name, value in (valid_metrics or {}).items():
         rows.append((f"validation {name}", _format_metric(value)))
-    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return rows
+
+
+def _card_body(
+    task: str, kept: int, total: int, base_model: str, table: str, n_layers: int, n_heads: int, command: str
+) -> str:
+    """The card's markdown below the metadata: summary table, usage, files and the command that made it
+    (one template, kept whole so that it reads as the page it renders)."""
     body = f"""# AHAMask mask: {task}
 
 An attention-head mask for SALMONN: with no instruction at all, the masked model performs **{task}**.
@@ -375,7 +418,7 @@ python scripts/inspect_mask.py <this folder>/{MASK_FILE_NAME} --png mask.png
 {command}
 ```
 """
-    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
+    return body
 
 
 def write_mask_folder(
@@ -417,14 +460,7 @@ def write_mask_folder(
         ...                   valid_metrics={"loss": 0.31})  # doctest: +SKIP
     """
     run_dir = Path(run_dir)
-    save_mask_folder(
-        logits,
-        run_dir,
-        n_layers,
-        n_heads,
-        base_model=base_model,
-        extra_config={"task": task, "steps": int(steps)},
-    )
+    _save_mask_files(run_dir, logits, n_layers, n_heads, base_model, task, steps)
     card = build_model_card(
         logits,
         n_layers,
@@ -439,4 +475,19 @@ def write_mask_folder(
     atomic_write_text(str(card), run_dir / CARD_NAME)
     logger.info(
         "shareable mask written to %s (%s, %s, %s)", run_dir, MASK_FILE_NAME, MASK_CONFIG_NAME, CARD_NAME
+    )
+
+
+def _save_mask_files(
+    run_dir: Path, logits: torch.Tensor, n_layers: int, n_heads: int, base_model: str, task: str, steps: int
+) -> None:
+    """Writes ``mask.safetensors`` and ``mask_config.json``, recording the task and the steps taken so that
+    the folder describes itself without the card."""
+    save_mask_folder(
+        logits,
+        run_dir,
+        n_layers,
+        n_heads,
+        base_model=base_model,
+        extra_config={"task": task, "steps": int(steps)},
     )
