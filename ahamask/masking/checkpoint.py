@@ -227,6 +227,15 @@ def load_mask(path: str | os.PathLike, *, n_layers: int | None = None, n_heads: 
     path = resolve_mask_path(path)
     if not path.is_file():
         raise MaskFileError(f"{path}: no such mask file")
+    tensor = _read_mask_tensor(path)
+    stated = _checked_mask_geometry(path, tensor, n_layers, n_heads)
+    n_layers, n_heads = stated if stated is not None else (None, None)
+    return Mask(tensor, "logits", n_layers, n_heads, source=str(path))
+
+
+def _read_mask_tensor(path: Path) -> torch.Tensor:
+    """The file's logits as a flat float32 tensor, read without unpickling code (safetensors or a
+    weights-only torch load), every failure turned into a :class:`MaskFileError` naming the file."""
     if path.suffix in _SAFETENSORS_SUFFIXES:
         try:
             tensors = load_file(str(path))
@@ -247,6 +256,15 @@ def load_mask(path: str | os.PathLike, *, n_layers: int | None = None, n_heads: 
     tensor = tensor.detach().float().reshape(-1)
     if not torch.isfinite(tensor).all():
         raise MaskFileError(f"{path}: the mask holds non-finite values")
+    return tensor
+
+
+def _checked_mask_geometry(
+    path: Path, tensor: torch.Tensor, n_layers: int | None, n_heads: int | None
+) -> tuple[int, int] | None:
+    """The mask's geometry: the caller's when given, else the one the file states (None when neither),
+    after checking the length against the stated geometry and the stated one against the caller's, so a
+    mask for another model fails here with the differing dimension named, not later as a shape error."""
     stated = mask_geometry(path)
     if stated is not None and tensor.numel() != stated[0] * (stated[1] + 1):
         raise MaskFileError(
@@ -266,8 +284,7 @@ def load_mask(path: str | os.PathLike, *, n_layers: int | None = None, n_heads: 
             )
         check_mask_length(tensor, n_layers, n_heads, source=str(path))
         stated = (n_layers, n_heads)
-    n_layers, n_heads = stated if stated is not None else (None, None)
-    return Mask(tensor, "logits", n_layers, n_heads, source=str(path))
+    return stated
 
 
 def save_mask(

@@ -197,29 +197,42 @@ def fold_head_mask(
     )
     saved: list[_Saved] = []
     try:
-        with torch.no_grad():
-            for index, layer in enumerate(decoder_layers(llm)):
-                dropped = (~keep[index]).nonzero().reshape(-1)
-                if dropped.numel():
-                    for weight in _o_proj_weights(output_projection(layer), f"layer {index}"):
-                        cols = head_columns(dropped, head_dim, weight.device)
-                        # Save before writing so a failure half-way still restores what was changed.
-                        saved.append(_Saved(weight, cols, weight.index_select(1, cols).clone()))
-                        weight.index_fill_(1, cols, 0.0)
-                if not ffn_keep[index]:
-                    down = feed_forward_output(layer)
-                    for tensor in (down.weight, down.bias):
-                        if tensor is not None:
-                            saved.append(_Saved(tensor, None, tensor.clone()))
-                            tensor.zero_()
+        _zero_masked_weights(llm, keep, ffn_keep, head_dim, saved)
         masked = int((~keep).sum())
         logger.debug("folded a mask into o_proj: %d of %d heads zeroed", masked, keep.numel())
         yield masked
     finally:
-        with torch.no_grad():
-            # Reverse order: if a tensor was saved twice, the oldest values are written last.
-            for item in reversed(saved):
-                if item.index is None:
-                    item.weight.copy_(item.values)
-                else:
-                    item.weight.index_copy_(1, item.index, item.values)
+        _restore_weights(saved)
+
+
+def _zero_masked_weights(
+    llm: nn.Module, keep: torch.Tensor, ffn_keep: torch.Tensor, head_dim: int, saved: list[_Saved]
+) -> None:
+    """Zero the ``o_proj`` input columns of dropped heads (and ``down_proj`` of dropped FFNs), appending
+    each tensor's old values to ``saved`` before writing it, so a failure half-way still restores what
+    was changed."""
+    with torch.no_grad():
+        for index, layer in enumerate(decoder_layers(llm)):
+            dropped = (~keep[index]).nonzero().reshape(-1)
+            if dropped.numel():
+                for weight in _o_proj_weights(output_projection(layer), f"layer {index}"):
+                    cols = head_columns(dropped, head_dim, weight.device)
+                    saved.append(_Saved(weight, cols, weight.index_select(1, cols).clone()))
+                    weight.index_fill_(1, cols, 0.0)
+            if not ffn_keep[index]:
+                down = feed_forward_output(layer)
+                for tensor in (down.weight, down.bias):
+                    if tensor is not None:
+                        saved.append(_Saved(tensor, None, tensor.clone()))
+                        tensor.zero_()
+
+
+def _restore_weights(saved: list[_Saved]) -> None:
+    """Write back what :func:`_zero_masked_weights` saved, newest first: if a tensor was saved twice,
+    the oldest values are written last."""
+    with torch.no_grad():
+        for item in reversed(saved):
+            if item.index is None:
+                item.weight.copy_(item.values)
+            else:
+                item.weight.index_copy_(1, item.index, item.values)
