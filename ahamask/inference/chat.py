@@ -323,12 +323,31 @@ def chat(
     else:
         info("Not using a weight mask: the official SALMONN, which needs a prompt.")
     if wav is None:
-        # History only for a person at a terminal: a fake input or piped lines have nothing to recall.
-        at_terminal = input_fn is builtins.input and sys.stdin is not None and sys.stdin.isatty()
-        with line_history(history_path() if at_terminal else None):
-            return _loop(session, input_fn, output)
+        return _session(session, input_fn, output)
+    return _one_shot(session, wav, prompt, cfg.prompt, output, info)
+
+
+def _session(session: ChatSession, input_fn: Callable[[str], str], output: Callable[[str], Any]) -> int:
+    """The interactive loop, with a readline history only for a person at a terminal: a fake input or
+    piped lines have nothing to recall."""
+    at_terminal = input_fn is builtins.input and sys.stdin is not None and sys.stdin.isatty()
+    with line_history(history_path() if at_terminal else None):
+        return _loop(session, input_fn, output)
+
+
+def _one_shot(
+    session: ChatSession,
+    wav: str,
+    prompt: str | None,
+    default_prompt: str,
+    output: Callable[[str], Any],
+    info: Callable[[str], Any],
+) -> int:
+    """Answer ``wav`` once: the answer alone goes to ``output`` (so it can be piped), notes and errors to
+    ``info``; 1 when the file could not be read. Without a ``prompt``, ``default_prompt`` (the config's) is
+    asked unless a mask is on."""
     if prompt is None:
-        prompt = "" if session.masked else cfg.prompt
+        prompt = "" if session.masked else default_prompt
     elif session.masked and prompt.strip():
         info("note: the mask was trained with no instruction; the given prompt is used anyway")
     try:
