@@ -584,15 +584,7 @@ class BEATs(nn.Module):
             ValueError: If the source is not [batch, samples], is shorter than one patch, or the padding
                 mask's shape differs from the source's.
         """
-        if source.dim() != 2:
-            raise ValueError(
-                f"BEATs.extract_features: source must be [batch, samples], got {tuple(source.shape)}"
-            )
-        if padding_mask is not None and padding_mask.shape != source.shape:
-            raise ValueError(
-                f"BEATs.extract_features: padding_mask shape {tuple(padding_mask.shape)} != source shape "
-                f"{tuple(source.shape)}"
-            )
+        _check_source(source, padding_mask)
         fbank = beats_fbank(  # [batch, frames, 128] fp32
             source,
             fbank_mean=fbank_mean,
@@ -620,19 +612,35 @@ class BEATs(nn.Module):
             return x, padding_mask
 
         logits = self.predictor(self.predictor_dropout(x))  # [batch, tokens, classes]
-        if padding_mask is not None and padding_mask.any():
-            # Mean over the non-padded tokens only.
-            logits = logits.masked_fill(padding_mask.unsqueeze(-1), 0.0).sum(dim=1)
-            logits = logits / (~padding_mask).sum(dim=1, keepdim=True)
-        else:
-            logits = logits.mean(dim=1)
-        return torch.sigmoid(logits), padding_mask
+        return torch.sigmoid(_mean_over_tokens(logits, padding_mask)), padding_mask
 
     def forward(
         self, source: torch.Tensor, padding_mask: torch.Tensor | None = None, feature_only: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Same as :meth:`extract_features` (so forward hooks see the encoder call)."""
         return self.extract_features(source, padding_mask, feature_only=feature_only)
+
+
+def _check_source(source: torch.Tensor, padding_mask: torch.Tensor | None) -> None:
+    """Reject a source that is not [batch, samples] or a padding mask of another shape, before the fbank
+    turns the mistake into an obscure shape error."""
+    if source.dim() != 2:
+        raise ValueError(
+            f"BEATs.extract_features: source must be [batch, samples], got {tuple(source.shape)}"
+        )
+    if padding_mask is not None and padding_mask.shape != source.shape:
+        raise ValueError(
+            f"BEATs.extract_features: padding_mask shape {tuple(padding_mask.shape)} != source shape "
+            f"{tuple(source.shape)}"
+        )
+
+
+def _mean_over_tokens(logits: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """Clip-level logits [batch, classes]: the mean over the non-padded tokens only, as the official."""
+    if padding_mask is not None and padding_mask.any():
+        logits = logits.masked_fill(padding_mask.unsqueeze(-1), 0.0).sum(dim=1)
+        return logits / (~padding_mask).sum(dim=1, keepdim=True)
+    return logits.mean(dim=1)
 
 
 def _describe(keys: list[str], limit: int = 20) -> str:
@@ -668,6 +676,31 @@ def load_beats(path: str | Path, map_location: str | torch.device = "cpu") -> BE
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such BEATs checkpoint file")
+    cfg, state = _read_beats_checkpoint(path, map_location)
+    try:
+        model = BEATs(BEATsConfig(cfg))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    problems = _state_dict_problems(model.state_dict(), state)
+    if problems:
+        raise ValueError(f"{path}: state dict does not match the BEATs config; " + "; ".join(problems))
+    _warn_if_shared_bias_differs(state, path)
+    model.load_state_dict(state, strict=True)
+    logger.info(
+        "Loaded BEATs from %s (%d layers, dim %d, fine-tuned=%s)",
+        path,
+        model.cfg.encoder_layers,
+        model.cfg.encoder_embed_dim,
+        model.cfg.finetuned_model,
+    )
+    return model.to(torch.device(map_location)).eval()
+
+
+def _read_beats_checkpoint(
+    path: Path, map_location: str | torch.device
+) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """The ``cfg`` and ``model`` dicts of an official checkpoint, read weights-only (no code is unpickled);
+    any unreadable or misshapen file becomes one ``ValueError`` line naming it."""
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types (pickle, zip, weights-only unpickler errors).
@@ -684,12 +717,12 @@ def load_beats(path: str | Path, map_location: str | torch.device = "cpu") -> BE
             f"{path}: 'cfg' and 'model' must be dicts, got {type(checkpoint['cfg']).__name__} and "
             f"{type(state).__name__}"
         )
-    try:
-        model = BEATs(BEATsConfig(checkpoint["cfg"]))
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+    return checkpoint["cfg"], state
 
-    expected = model.state_dict()
+
+def _state_dict_problems(expected: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> list[str]:
+    """Every way ``state`` differs from the model's state dict (missing, unexpected, non-tensor or
+    mis-shaped entries), so one error reports them all instead of the first."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     problems = []
@@ -706,9 +739,12 @@ def load_beats(path: str | Path, map_location: str | torch.device = "cpu") -> BE
             mismatched.append(f"{key} {tuple(value.shape)} vs model {tuple(expected[key].shape)}")
     if mismatched:
         problems.append(f"shape mismatches: {_describe(mismatched)}")
-    if problems:
-        raise ValueError(f"{path}: state dict does not match the BEATs config; " + "; ".join(problems))
+    return problems
 
+
+def _warn_if_shared_bias_differs(state: Mapping[str, Any], path: Path) -> None:
+    """Warn when the checkpoint's per-layer copies of the one shared relative position embedding differ:
+    loading keeps the last layer's (as the official load does), which may not be what was trained."""
     shared = [key for key in state if key.endswith("self_attn.relative_attention_bias.weight")]
     if shared and any(not torch.equal(state[key], state[shared[0]]) for key in shared[1:]):
         logger.warning(
@@ -716,12 +752,3 @@ def load_beats(path: str | Path, map_location: str | torch.device = "cpu") -> BE
             "last layer's, as the official load does",
             path,
         )
-    model.load_state_dict(state, strict=True)
-    logger.info(
-        "Loaded BEATs from %s (%d layers, dim %d, fine-tuned=%s)",
-        path,
-        model.cfg.encoder_layers,
-        model.cfg.encoder_embed_dim,
-        model.cfg.finetuned_model,
-    )
-    return model.to(torch.device(map_location)).eval()

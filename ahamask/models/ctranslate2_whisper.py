@@ -449,6 +449,76 @@ def _write_tokenizer(
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
+def _build_hf_whisper(
+    model_bin: str | os.PathLike | Sequence[str | os.PathLike],
+    ct2_config: dict[str, Any],
+    tokenizer_json: str | os.PathLike | None,
+    max_source_positions: int | None,
+    dtype: str,
+):
+    """The transformers ``WhisperForConditionalGeneration`` holding the CTranslate2 weights in ``dtype``.
+
+    Built on the meta device and filled with ``assign=True``, so the weights are not allocated twice; the
+    load is strict, so a parameter the mapping does not cover fails as one :class:`CT2FormatError` line.
+    """
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    model = read_ct2_model(model_bin)
+    config = whisper_config_from_ct2(model, ct2_config, tokenizer_json)
+    arrays = whisper_state_dict_from_ct2(model)
+    del model
+    if not np.array_equal(arrays["proj_out.weight"], arrays["model.decoder.embed_tokens.weight"]):
+        config.tie_word_embeddings = False
+    if max_source_positions is not None:
+        shorten_source_positions(config, arrays, max_source_positions)
+    torch_dtype = getattr(torch, dtype)
+    state = {
+        name: torch.from_numpy(np.asarray(a, dtype=np.float32)).to(torch_dtype) for name, a in arrays.items()
+    }
+    del arrays
+    with torch.device("meta"):
+        hf = WhisperForConditionalGeneration(config)
+    try:
+        hf.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:  # missing or unexpected keys: the mapping does not cover this file
+        reason = " ".join(str(exc).split())[:300]
+        raise CT2FormatError(f"CTranslate2 Whisper: unmapped parameters ({reason})") from None
+    if config.tie_word_embeddings:
+        hf.tie_weights()
+    hf.to(torch_dtype)
+    return hf
+
+
+def _save_folder_atomically(
+    hf, out: Path, chunk_length: int, tokenizer_json: str | os.PathLike | None
+) -> None:
+    """Write the model, feature extractor and (when given) tokenizer to a temporary sibling folder, then
+    rename it to ``out`` (replacing it): a reader never sees a half-written folder, and a failure leaves
+    no temporary folder behind."""
+    from transformers import WhisperFeatureExtractor
+
+    config = hf.config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tmp.chmod(0o755)
+        hf.save_pretrained(tmp)
+        WhisperFeatureExtractor(feature_size=config.num_mel_bins, chunk_length=chunk_length).save_pretrained(
+            tmp
+        )
+        if tokenizer_json is not None:
+            _write_tokenizer(tokenizer_json, tmp, config.eos_token_id, config.max_target_positions)
+        for written in tmp.iterdir():
+            written.chmod(0o644)  # safetensors writes 0600; the folder is meant to be shared
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def convert_ct2_whisper(
     model_bin: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -478,9 +548,6 @@ def convert_ct2_whisper(
         FileExistsError: ``out_dir`` exists and ``overwrite`` is False.
         CT2FormatError / ValueError / FileNotFoundError: bad input, one line naming it, before writing.
     """
-    import torch
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
-
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"convert_ct2_whisper: {out} exists (pass overwrite=True to replace it)")
@@ -489,49 +556,11 @@ def convert_ct2_whisper(
     if tokenizer_json is not None and not Path(tokenizer_json).is_file():
         raise FileNotFoundError(f"tokenizer_json: no such file: {tokenizer_json}")
     ct2_config = _load_json(ct2_config_json, "ct2_config_json")
-    model = read_ct2_model(model_bin)
-    config = whisper_config_from_ct2(model, ct2_config, tokenizer_json)
-    arrays = whisper_state_dict_from_ct2(model)
-    del model
-    if not np.array_equal(arrays["proj_out.weight"], arrays["model.decoder.embed_tokens.weight"]):
-        config.tie_word_embeddings = False
-    if max_source_positions is not None:
-        shorten_source_positions(config, arrays, max_source_positions)
-    torch_dtype = getattr(torch, dtype)
-    state = {
-        name: torch.from_numpy(np.asarray(a, dtype=np.float32)).to(torch_dtype) for name, a in arrays.items()
-    }
-    del arrays
-    with torch.device("meta"):
-        hf = WhisperForConditionalGeneration(config)
-    try:
-        hf.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:  # missing or unexpected keys: the mapping does not cover this file
-        reason = " ".join(str(exc).split())[:300]
-        raise CT2FormatError(f"CTranslate2 Whisper: unmapped parameters ({reason})") from None
-    if config.tie_word_embeddings:
-        hf.tie_weights()
-    hf.to(torch_dtype)
+    hf = _build_hf_whisper(model_bin, ct2_config, tokenizer_json, max_source_positions, dtype)
+    config = hf.config
     n_params = hf.num_parameters()
     chunk_length = config.max_source_positions // POSITIONS_PER_SECOND
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        tmp.chmod(0o755)
-        hf.save_pretrained(tmp)
-        WhisperFeatureExtractor(feature_size=config.num_mel_bins, chunk_length=chunk_length).save_pretrained(
-            tmp
-        )
-        if tokenizer_json is not None:
-            _write_tokenizer(tokenizer_json, tmp, config.eos_token_id, config.max_target_positions)
-        for written in tmp.iterdir():
-            written.chmod(0o644)  # safetensors writes 0600; the folder is meant to be shared
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _save_folder_atomically(hf, out, chunk_length, tokenizer_json)
     return {
         "path": str(out),
         "parameters": n_params,

@@ -152,6 +152,31 @@ def kaldi_mel_banks(
     ).clone()
 
 
+def _checked_framing(
+    waveform: torch.Tensor,
+    preemphasis: float,
+    sample_frequency: float,
+    frame_length_ms: float,
+    frame_shift_ms: float,
+) -> tuple[int, int]:
+    """Window size and shift in samples, after rejecting what torchaudio would reject (a waveform that is
+    not 2-D float or shorter than one frame, a pre-emphasis outside [0, 1]) with a message naming it."""
+    if waveform.dim() != 2 or not waveform.is_floating_point():
+        raise ValueError(
+            f"fbank: expected a float waveform of shape [batch, samples], got {waveform.dtype} "
+            f"{tuple(waveform.shape)}"
+        )
+    if not 0.0 <= preemphasis <= 1.0:
+        raise ValueError(f"fbank: preemphasis must be in [0, 1], got {preemphasis}")
+    window_size, window_shift = _window_sizes(sample_frequency, frame_length_ms, frame_shift_ms)
+    if waveform.shape[1] < window_size:
+        raise ValueError(
+            f"fbank: a waveform of {waveform.shape[1]} samples is shorter than one "
+            f"{frame_length_ms} ms frame ({window_size} samples)"
+        )
+    return window_size, window_shift
+
+
 def kaldi_fbank(
     waveform: torch.Tensor,
     *,
@@ -199,20 +224,13 @@ def kaldi_fbank(
     Example:
         >>> kaldi_fbank(torch.randn(2, 16000) * 3000).shape
         torch.Size([2, 98, 128])
+
+    It stays over 60 lines on purpose: the steps run in one block in torchaudio's order (see the module
+    docstring), so it can be read line by line against ``torchaudio.compliance.kaldi.fbank``.
     """
-    if waveform.dim() != 2 or not waveform.is_floating_point():
-        raise ValueError(
-            f"fbank: expected a float waveform of shape [batch, samples], got {waveform.dtype} "
-            f"{tuple(waveform.shape)}"
-        )
-    if not 0.0 <= preemphasis <= 1.0:
-        raise ValueError(f"fbank: preemphasis must be in [0, 1], got {preemphasis}")
-    window_size, window_shift = _window_sizes(sample_frequency, frame_length_ms, frame_shift_ms)
-    if waveform.shape[1] < window_size:
-        raise ValueError(
-            f"fbank: a waveform of {waveform.shape[1]} samples is shorter than one "
-            f"{frame_length_ms} ms frame ({window_size} samples)"
-        )
+    window_size, window_shift = _checked_framing(
+        waveform, preemphasis, sample_frequency, frame_length_ms, frame_shift_ms
+    )
     padded_size = 1 << (window_size - 1).bit_length()
     device = waveform.device
 

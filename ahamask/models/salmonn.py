@@ -71,6 +71,17 @@ def model_config_from(cfg: ModelConfig | Mapping[str, Any]) -> ModelConfig:
         raise ConfigError(f"model config: {str(exc).splitlines()[0]}") from None
 
 
+def _id_grid(rows_before: list[list[int]], rows_after: list[list[int]], pad_id: int) -> torch.Tensor:
+    """``[batch, 2, width]`` ids (before-part, after-part), padded with ``pad_id``, so all the text of a
+    batch is embedded in one lookup."""
+    width = max(max(len(b) for b in rows_before), max(len(a) for a in rows_after), 1)
+    ids = torch.full((len(rows_before), 2, width), pad_id, dtype=torch.long)
+    for i, (b, a) in enumerate(zip(rows_before, rows_after, strict=True)):
+        ids[i, 0, : len(b)] = torch.tensor(b, dtype=torch.long)
+        ids[i, 1, : len(a)] = torch.tensor(a, dtype=torch.long)
+    return ids
+
+
 class SALMONN(nn.Module):
     """The SALMONN speech-language model with head-mask support.
 
@@ -355,6 +366,25 @@ class SALMONN(nn.Module):
             self._piece_cache[key] = encode_piece(self.llama_tokenizer, text, max_length)
         return self._piece_cache[key]
 
+    def _text_rows(
+        self, batch: int, prompts: Sequence[str] | None, targets: Sequence[str] | None
+    ) -> tuple[list[list[int]], list[list[int]], list[int]]:
+        """Per sample, the ids before the speech (``[BOS] + before``), after it (``after + target + end_sym``)
+        and the number of target ids at the end of the latter (what the labels cover)."""
+        bos = self.llama_tokenizer.bos_token_id
+        rows_before, rows_after, n_targets = [], [], []
+        for i in range(batch):
+            before, after = split_prompt(prompts[i]) if prompts is not None else ("", "")
+            rows_before.append([bos, *self._encode_cached(before)])
+            target_ids = (
+                self._encode_cached(targets[i] + self.cfg.end_sym, self.cfg.max_txt_len)
+                if targets is not None
+                else []
+            )
+            rows_after.append([*self._encode_cached(after), *target_ids])
+            n_targets.append(len(target_ids))
+        return rows_before, rows_after, n_targets
+
     def build_inputs(
         self,
         speech: torch.Tensor,
@@ -377,28 +407,12 @@ class SALMONN(nn.Module):
         batch = speech.shape[0]
         if prompts is not None and len(prompts) != batch:
             raise ValueError(f"{len(prompts)} prompts for a batch of {batch}")
-        bos = self.llama_tokenizer.bos_token_id
-        rows_before, rows_after, n_targets = [], [], []
-        for i in range(batch):
-            before, after = split_prompt(prompts[i]) if prompts is not None else ("", "")
-            rows_before.append([bos, *self._encode_cached(before)])
-            target_ids = (
-                self._encode_cached(targets[i] + self.cfg.end_sym, self.cfg.max_txt_len)
-                if targets is not None
-                else []
-            )
-            rows_after.append([*self._encode_cached(after), *target_ids])
-            n_targets.append(len(target_ids))
+        rows_before, rows_after, n_targets = self._text_rows(batch, prompts, targets)
         n_speech = speech.shape[1]
         lengths = [len(b) + n_speech + len(a) for b, a in zip(rows_before, rows_after, strict=True)]
         total = max(lengths)
         pad_id = self.llama_tokenizer.pad_token_id
-        # One embedding lookup for all text: [batch, 2, width] ids (before-part, after-part), padded.
-        width = max(max(len(b) for b in rows_before), max(len(a) for a in rows_after), 1)
-        ids = torch.full((batch, 2, width), pad_id, dtype=torch.long)
-        for i, (b, a) in enumerate(zip(rows_before, rows_after, strict=True)):
-            ids[i, 0, : len(b)] = torch.tensor(b, dtype=torch.long)
-            ids[i, 1, : len(a)] = torch.tensor(a, dtype=torch.long)
+        ids = _id_grid(rows_before, rows_after, pad_id)
         text_embeds = self.embed_tokens(ids.to(self.device))
         speech = speech.to(text_embeds.dtype)
         pad_embed = self.embed_tokens(torch.tensor([pad_id], device=self.device))[0]
