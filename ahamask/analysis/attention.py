@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..masking.hf_layout import attention, decoder_layers
-from ..models.backbone import AudioLLM
+from ..models.backbone import AudioLLM, PromptInputs
 from .residual import prompt_forward
 
 __all__ = ["AudioAttention", "audio_attention", "eager_attention", "transformers_model"]
@@ -87,6 +87,43 @@ def eager_attention(decoder: nn.Module) -> Iterator[None]:
         model.set_attn_implementation(before)
 
 
+def _chosen_layers(n_layers: int, layers: Sequence[int] | None) -> list[int]:
+    """The decoder layers to read (default: all), checked to exist."""
+    chosen = list(range(n_layers)) if layers is None else [int(layer) for layer in layers]
+    bad = [layer for layer in chosen if not 0 <= layer < n_layers]
+    if bad:
+        raise ValueError(f"layers: {bad} outside 0..{n_layers - 1}")
+    return chosen
+
+
+def _capture_last_rows(
+    model: AudioLLM, inputs: PromptInputs, stack: Sequence[nn.Module], chosen: list[int]
+) -> dict[int, torch.Tensor]:
+    """One eager prompt forward with a hook on each chosen layer's attention; returns each layer's
+    probabilities from the last prompt position, [batch, heads, keys] (the hooks are always removed)."""
+    captured: dict[int, torch.Tensor] = {}
+
+    def hook_for(layer: int):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if probs is None:
+                raise RuntimeError(
+                    f"layer {layer}: the attention module returned no probabilities under eager attention"
+                )
+            captured[layer] = probs[:, :, -1].detach().float()  # [batch, heads, keys]
+
+        return hook
+
+    handles = [attention(stack[layer]).register_forward_hook(hook_for(layer)) for layer in chosen]
+    try:
+        with eager_attention(model.decoder):
+            prompt_forward(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
 def audio_attention(
     model: AudioLLM,
     speech_embeds: torch.Tensor,
@@ -115,31 +152,9 @@ def audio_attention(
     if query != "last":
         raise ValueError(f"query: {query!r} is not supported (only 'last', the answer position)")
     stack = decoder_layers(model.decoder)
-    chosen = list(range(len(stack))) if layers is None else [int(layer) for layer in layers]
-    bad = [layer for layer in chosen if not 0 <= layer < len(stack)]
-    if bad:
-        raise ValueError(f"layers: {bad} outside 0..{len(stack) - 1}")
+    chosen = _chosen_layers(len(stack), layers)
     inputs = model.prompt_inputs(speech_embeds, prompts)
-    captured: dict[int, torch.Tensor] = {}
-
-    def hook_for(layer: int):
-        def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            if probs is None:
-                raise RuntimeError(
-                    f"layer {layer}: the attention module returned no probabilities under eager attention"
-                )
-            captured[layer] = probs[:, :, -1].detach().float()  # [batch, heads, keys]
-
-        return hook
-
-    handles = [attention(stack[layer]).register_forward_hook(hook_for(layer)) for layer in chosen]
-    try:
-        with eager_attention(model.decoder):
-            prompt_forward(model, inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    captured = _capture_last_rows(model, inputs, stack, chosen)
     rows = torch.stack([captured[layer] for layer in chosen], dim=1)  # [batch, L, H, length]
     # A row's own span: Qwen2-Audio / AF3 rows of a shorter clip have fewer audio tokens than the batch's
     # padded width (its span ends early); their weights past their count are 0, not the text after the audio.

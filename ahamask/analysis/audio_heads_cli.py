@@ -106,18 +106,7 @@ def run(cfg: Any, manifest: str | Path, out: Path, args: Any) -> dict[str, Any]:
     from ..models.backbone import build_backbone
     from ..utils.device import resolve_device
     from ..utils.io import atomic_write_json
-    from .listening import (
-        head_correlation,
-        head_table,
-        heads_by_mass,
-        heatmap_png,
-        listening_score,
-        probe_set,
-        random_heads,
-        score_vs_correctness,
-        top_heads,
-    )
-    from .silence_steering import audio_silence_direction, save_direction
+    from .listening import head_correlation, heads_by_mass, heatmap_png, probe_set, random_heads, top_heads
 
     torch.manual_seed(cfg.seed)
     model = build_backbone(cfg.model, device=resolve_device(args.device or cfg.device)).eval()
@@ -134,11 +123,29 @@ def run(cfg: Any, manifest: str | Path, out: Path, args: Any) -> dict[str, Any]:
         "random": random_heads(geo.n_layers, geo.n_heads, args.k, seed=args.seed),
         "mass": heads_by_mass(result.mass, args.k),
     }
+    report = _probe_report(manifest, args.k, batches, result, corr, sets)
+    png = heatmap_png(
+        corr, out.with_suffix(".png"), f"corr(listening mass, audio effect); top-{args.k}", sets["specialist"]
+    )
+    report["heatmap"] = str(png)
+    if args.direction:
+        report["direction"] = _write_direction(model, batches, manifest, args)
+    atomic_write_json(report, out)
+    return report
+
+
+def _probe_report(
+    manifest: str | Path, k: int, batches: list, result: Any, corr: Any, sets: dict[str, list]
+) -> dict[str, Any]:
+    """The report's probe figures: accuracies with audio and silence, the head sets and how well each
+    set's listening score predicts correctness, and the per-head table."""
+    from .listening import head_table, listening_score, score_vs_correctness
+
     answers = [a for b in batches for a in b.answers]
-    report: dict[str, Any] = {
+    return {
         "manifest": str(manifest),
         "n": len(answers),
-        "k": args.k,
+        "k": k,
         "accuracy": result.accuracy,
         "accuracy_silence": sum(p == a for p, a in zip(result.predicted_silence, answers, strict=True))
         / len(answers),
@@ -151,22 +158,18 @@ def run(cfg: Any, manifest: str | Path, out: Path, args: Any) -> dict[str, Any]:
         },
         "head_table": head_table(corr, result.mass),
     }
-    png = heatmap_png(
-        corr, out.with_suffix(".png"), f"corr(listening mass, audio effect); top-{args.k}", sets["specialist"]
+
+
+def _write_direction(model: Any, batches: list, manifest: str | Path, args: Any) -> dict[str, Any]:
+    """Builds the audio - silence direction at ``--layer`` over the same batches, saves it to
+    ``--direction`` and returns its report entry."""
+    from .silence_steering import audio_silence_direction, save_direction
+
+    d = audio_silence_direction(
+        model,
+        batches,
+        layer=args.layer,
+        normalise=args.normalise,
+        built_by=f"find_audio_heads on {manifest}",
     )
-    report["heatmap"] = str(png)
-    if args.direction:
-        d = audio_silence_direction(
-            model,
-            batches,
-            layer=args.layer,
-            normalise=args.normalise,
-            built_by=f"find_audio_heads on {manifest}",
-        )
-        report["direction"] = {
-            "path": str(save_direction(args.direction, d)),
-            "layer": d.layer,
-            "norm": d.norm,
-        }
-    atomic_write_json(report, out)
-    return report
+    return {"path": str(save_direction(args.direction, d)), "layer": d.layer, "norm": d.norm}

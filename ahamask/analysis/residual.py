@@ -128,6 +128,39 @@ def capture_residual(
     return {int(layer): captured[int(layer)] for layer in layers}
 
 
+def _check_vector_widths(model: AudioLLM, vectors: Mapping[int, torch.Tensor]) -> None:
+    """Rejects a steering vector that is not [hidden] or [batch, hidden] for the decoder's width."""
+    hidden_size = int(model.decoder.get_input_embeddings().weight.shape[-1])
+    for layer, vector in vectors.items():
+        if vector.shape[-1] != hidden_size or vector.dim() not in (1, 2):
+            raise ValueError(
+                f"vectors[{layer}]: shape {tuple(vector.shape)} is not [hidden] or [batch, hidden] "
+                f"with hidden = {hidden_size}"
+            )
+
+
+def _steering_hook(vector: torch.Tensor, *, scale: float, positions: str, prefill_only: bool):
+    """The forward hook that adds ``scale * vector`` to a layer's output (see :func:`add_to_residual` for
+    the positions), one per steered layer."""
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+        hidden = _hidden(output)
+        delta = (scale * vector).to(device=hidden.device, dtype=hidden.dtype)
+        if delta.dim() == 2 and delta.shape[0] != hidden.shape[0]:
+            # beam search / sampling expands rows: repeat each row's vector for its beams.
+            delta = delta.repeat_interleave(hidden.shape[0] // delta.shape[0], dim=0)
+        if positions == "all":
+            steered = hidden + (delta if delta.dim() == 1 else delta[:, None])
+        else:
+            if prefill_only and hidden.shape[1] == 1:
+                return None
+            steered = hidden.clone()
+            steered[:, -1] = hidden[:, -1] + delta
+        return _replace_hidden(output, steered)
+
+    return hook
+
+
 @contextlib.contextmanager
 def add_to_residual(
     model: AudioLLM,
@@ -158,33 +191,13 @@ def add_to_residual(
     if positions not in POSITIONS:
         raise ValueError(f"positions: {positions!r} is not one of {POSITIONS}")
     stack = _check_layers(model, list(vectors))
-    hidden_size = int(model.decoder.get_input_embeddings().weight.shape[-1])
-    for layer, vector in vectors.items():
-        if vector.shape[-1] != hidden_size or vector.dim() not in (1, 2):
-            raise ValueError(
-                f"vectors[{layer}]: shape {tuple(vector.shape)} is not [hidden] or [batch, hidden] "
-                f"with hidden = {hidden_size}"
-            )
-
-    def hook_for(vector: torch.Tensor):
-        def hook(module: nn.Module, args: tuple, output: Any) -> Any:
-            hidden = _hidden(output)
-            delta = (scale * vector).to(device=hidden.device, dtype=hidden.dtype)
-            if delta.dim() == 2 and delta.shape[0] != hidden.shape[0]:
-                # beam search / sampling expands rows: repeat each row's vector for its beams.
-                delta = delta.repeat_interleave(hidden.shape[0] // delta.shape[0], dim=0)
-            if positions == "all":
-                steered = hidden + (delta if delta.dim() == 1 else delta[:, None])
-            else:
-                if prefill_only and hidden.shape[1] == 1:
-                    return None
-                steered = hidden.clone()
-                steered[:, -1] = hidden[:, -1] + delta
-            return _replace_hidden(output, steered)
-
-        return hook
-
-    handles = [stack[int(layer)].register_forward_hook(hook_for(v.detach())) for layer, v in vectors.items()]
+    _check_vector_widths(model, vectors)
+    handles = [
+        stack[int(layer)].register_forward_hook(
+            _steering_hook(v.detach(), scale=scale, positions=positions, prefill_only=prefill_only)
+        )
+        for layer, v in vectors.items()
+    ]
     try:
         yield
     finally:

@@ -131,6 +131,51 @@ def _head_writes(model: AudioLLM, inputs: Any, heads: Sequence[tuple[int, int]])
     return total.float()
 
 
+def _check_direction_args(
+    model: AudioLLM, layer: int | None, source: str, normalise: str, heads: Sequence[tuple[int, int]] | None
+) -> int:
+    """Checks the options of :func:`audio_silence_direction` before any forward; returns the layer
+    (default: the final one)."""
+    if source not in SOURCES:
+        raise ValueError(f"source: {source!r} is not one of {SOURCES}")
+    if normalise not in NORMALISE:
+        raise ValueError(f"normalise: {normalise!r} is not one of {NORMALISE}")
+    if source == "heads" and not heads:
+        raise ValueError("source='heads' needs a non-empty list of heads")
+    n_layers = model.geometry.n_layers
+    layer = n_layers - 1 if layer is None else int(layer)
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer: {layer} outside 0..{n_layers - 1}")
+    return layer
+
+
+def _mean_audio_minus_silence(
+    model: AudioLLM,
+    batches: Iterable[ProbeBatch],
+    layer: int,
+    source: str,
+    heads: Sequence[tuple[int, int]] | None,
+) -> tuple[torch.Tensor, int]:
+    """The mean over every calibration row of (read with the audio - read with silence of the same
+    length), on the CPU, and the number of rows; summed batch by batch in the order given."""
+    total, count = None, 0
+    with torch.no_grad():
+        for batch in batches:
+            diffs = []
+            for samples in (batch.samples, silence_like(batch.samples)):
+                inputs = model.prompt_inputs(model.encode_audio(samples), batch.prompts)
+                if source == "residual":
+                    diffs.append(capture_residual(model, inputs, [layer])[layer])
+                else:
+                    diffs.append(_head_writes(model, inputs, heads or []))
+            delta = (diffs[0] - diffs[1]).sum(0)
+            total = delta if total is None else total + delta
+            count += diffs[0].shape[0]
+    if total is None or count == 0:
+        raise ValueError("audio_silence_direction: the calibration set is empty")
+    return (total / count).cpu(), count
+
+
 def audio_silence_direction(
     model: AudioLLM,
     batches: Iterable[ProbeBatch],
@@ -155,32 +200,8 @@ def audio_silence_direction(
     Raises:
         ValueError: an unknown source or normalisation, ``heads`` missing for ``"heads"``, an empty set.
     """
-    if source not in SOURCES:
-        raise ValueError(f"source: {source!r} is not one of {SOURCES}")
-    if normalise not in NORMALISE:
-        raise ValueError(f"normalise: {normalise!r} is not one of {NORMALISE}")
-    if source == "heads" and not heads:
-        raise ValueError("source='heads' needs a non-empty list of heads")
-    n_layers = model.geometry.n_layers
-    layer = n_layers - 1 if layer is None else int(layer)
-    if not 0 <= layer < n_layers:
-        raise ValueError(f"layer: {layer} outside 0..{n_layers - 1}")
-    total, count = None, 0
-    with torch.no_grad():
-        for batch in batches:
-            diffs = []
-            for samples in (batch.samples, silence_like(batch.samples)):
-                inputs = model.prompt_inputs(model.encode_audio(samples), batch.prompts)
-                if source == "residual":
-                    diffs.append(capture_residual(model, inputs, [layer])[layer])
-                else:
-                    diffs.append(_head_writes(model, inputs, heads or []))
-            delta = (diffs[0] - diffs[1]).sum(0)
-            total = delta if total is None else total + delta
-            count += diffs[0].shape[0]
-    if total is None or count == 0:
-        raise ValueError("audio_silence_direction: the calibration set is empty")
-    mean = (total / count).cpu()
+    layer = _check_direction_args(model, layer, source, normalise, heads)
+    mean, count = _mean_audio_minus_silence(model, batches, layer, source, heads)
     raw_norm = float(mean.norm())
     vector = mean / raw_norm if normalise == "unit" and raw_norm > 0 else mean
     meta = {
