@@ -111,10 +111,11 @@ class ExperimentSettings:
     batch_size: int = 40
 
 
-def _train(world_root: Path, manifests: dict[str, Path], out: Path, settings: ExperimentSettings, seed: int):
-    spec = settings.model
+def _init_bundle(out: Path, spec: BaseModelSpec, seed: int) -> Path:
+    """The initial tiny bundle, its tokenizer trained with the MCQ questions and answers so that every
+    answer word is a few tokens."""
     answers = [a for _, pair in QTYPES.values() for a in pair]
-    bundle = make_tiny_bundle(
+    return make_tiny_bundle(
         out / "init",
         extra_corpus=mcq_corpus() * 20 + answers * 50,
         chunk_seconds=2,
@@ -122,6 +123,29 @@ def _train(world_root: Path, manifests: dict[str, Path], out: Path, settings: Ex
         lora_rank=8,
         **asdict(spec),
     )
+
+
+def _joint_optimizer(
+    model: Any, heads: AuxiliaryHeads, base: BaseTrainSettings
+) -> tuple[torch.optim.AdamW, list, list]:
+    """AdamW over the LLM (peak ``lr``) and the speech side with the auxiliary heads (peak ``speech_lr``);
+    returns it with the two parameter lists (for the gradient clipping)."""
+    llm = [p for p in model.llama_model.parameters() if p.requires_grad]
+    llm_ids = {id(p) for p in llm}
+    speech_side = [p for p in model.parameters() if p.requires_grad and id(p) not in llm_ids]
+    speech_side += list(heads.parameters())
+    optimizer = torch.optim.AdamW(
+        [{"params": llm, "peak": base.lr}, {"params": speech_side, "peak": base.speech_lr or base.lr}],
+        lr=base.lr,
+        weight_decay=base.weight_decay,
+    )
+    return optimizer, llm, speech_side
+
+
+def _train(world_root: Path, manifests: dict[str, Path], out: Path, settings: ExperimentSettings, seed: int):
+    """Trains the seed's base model (speech-side pretraining, then joint training on the questions) and
+    returns it frozen, with its bundle folder and the training figures."""
+    bundle = _init_bundle(out, settings.model, seed)
     base = BaseTrainSettings(**{**asdict(settings.base), "seed": seed})
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -137,15 +161,7 @@ def _train(world_root: Path, manifests: dict[str, Path], out: Path, settings: Ex
     model.train()
     started = time.perf_counter()
     _pretrain_speech(model, heads, bank, batches, base, min_count, False, False)
-    llm = [p for p in model.llama_model.parameters() if p.requires_grad]
-    llm_ids = {id(p) for p in llm}
-    speech_side = [p for p in model.parameters() if p.requires_grad and id(p) not in llm_ids]
-    speech_side += list(heads.parameters())
-    optimizer = torch.optim.AdamW(
-        [{"params": llm, "peak": base.lr}, {"params": speech_side, "peak": base.speech_lr or base.lr}],
-        lr=base.lr,
-        weight_decay=base.weight_decay,
-    )
+    optimizer, llm, speech_side = _joint_optimizer(model, heads, base)
     losses = []
     for step in range(base.steps):
         idx = batches.next()
@@ -228,6 +244,80 @@ def _best_beta(sweep: dict[float, float]) -> float:
     return min(b for b, acc in sweep.items() if acc == best)
 
 
+def _rank_heads(model: Any, calib: Any, k: int, seed: int) -> tuple[torch.Tensor, dict[str, list]]:
+    """The calibration head ranking (correlation of listening mass with the audio effect) and the three
+    head sets compared: the top ``k`` (specialist), ``k`` random ones (seeded from the run's seed) and the
+    ``k`` of most mass."""
+    geo = model.geometry
+    corr = head_correlation(calib.mass, calib.effect)
+    head_sets = {
+        "specialist": top_heads(corr, k),
+        "random": random_heads(geo.n_layers, geo.n_heads, k, seed=1000 + seed),
+        "mass": heads_by_mass(calib.mass, k),
+    }
+    return corr, head_sets
+
+
+def _test_figures(
+    test: Any, batches: list[ProbeBatch], head_sets: dict[str, list]
+) -> tuple[dict[str, Any], dict[str, Any], torch.Tensor]:
+    """From the test probe: the accuracy figures (with audio, with silence, on questions agreeing and
+    disagreeing with the prior), each head set's listening score against correctness, and the test head
+    correlation."""
+    agrees = torch.tensor([i["agrees_with_prior"] for i in test.info])
+    correct = test.correct
+    silence_acc = sum(
+        p == a
+        for p, a in zip(test.predicted_silence, [b for batch in batches for b in batch.answers], strict=True)
+    ) / len(test.predicted)
+    listening = {
+        name: score_vs_correctness(listening_score(test.mass, hs), correct) for name, hs in head_sets.items()
+    }
+    test_corr = head_correlation(test.mass, test.effect)
+    figures = {
+        "accuracy_probe": test.accuracy,
+        "accuracy_silence": silence_acc,
+        "accuracy_prior_agrees": float(correct[agrees].float().mean()) if agrees.any() else None,
+        "accuracy_prior_disagrees": float(correct[~agrees].float().mean()) if (~agrees).any() else None,
+        "n": len(test.predicted),
+        "mean_audio_effect": float(test.effect.mean()),
+    }
+    return figures, listening, test_corr
+
+
+def _directions(
+    model: Any, calib: list[ProbeBatch], head_sets: dict[str, list], seed: int
+) -> tuple[dict[str, Any], int]:
+    """The steering directions compared (see the module docstring), built in a fixed order from the
+    calibration split, and the layer holding most specialist heads (ties: the deeper one)."""
+    audio = audio_silence_direction(model, calib, built_by=f"MCQ world seed {seed}, calib split")
+    directions = {"audio": audio, "random": random_direction(audio, seed=2000 + seed)}
+    for name, hs in head_sets.items():
+        d = audio_silence_direction(
+            model, calib, source="heads", heads=hs, built_by=f"{name} heads, seed {seed}"
+        )
+        directions[f"{name}_heads"] = rescaled(d, audio.norm, "rescaled to the audio direction's norm")
+    layers = [lay for lay, _ in head_sets["specialist"]]
+    head_layer = max(set(layers), key=lambda lay: (layers.count(lay), lay))
+    # (Computed even when that is the final layer, so every seed has the same rows.)
+    directions["audio_at_heads_layer"] = audio_silence_direction(
+        model, calib, layer=head_layer, built_by=f"MCQ world seed {seed}, layer {head_layer}"
+    )
+    return directions, head_layer
+
+
+def _sweep_report(valid_sweep: dict[str, dict], test_sweep: dict[str, dict]) -> dict[str, Any]:
+    """Each direction's beta chosen on valid (ties: the smallest), both sweeps, and the test accuracy at
+    the chosen beta."""
+    chosen = {name: _best_beta(valid_sweep[name]) for name in valid_sweep}
+    return {
+        "beta_chosen_on_valid": chosen,
+        "valid_sweep": {n: {str(b): a for b, a in s.items()} for n, s in valid_sweep.items()},
+        "test_sweep": {n: {str(b): a for b, a in s.items()} for n, s in test_sweep.items()},
+        "test_accuracy_at_chosen_beta": {n: test_sweep[n][chosen[n]] for n in valid_sweep},
+    }
+
+
 def run_seed(seed: int, out: Path, settings: ExperimentSettings) -> dict[str, Any]:
     """One seed of the experiment (see the module docstring); writes ``out/seed_<seed>/result.json``."""
     folder = out / f"seed_{seed}"
@@ -242,54 +332,23 @@ def run_seed(seed: int, out: Path, settings: ExperimentSettings) -> dict[str, An
         s: _probe_batches(model, world.manifests[s], whisper, settings.batch_size)
         for s in ("calib", "valid", "test")
     }
-    geo = model.geometry
     calib = probe_set(model, sets["calib"])
-    corr = head_correlation(calib.mass, calib.effect)
-    k = settings.k
-    head_sets = {
-        "specialist": top_heads(corr, k),
-        "random": random_heads(geo.n_layers, geo.n_heads, k, seed=1000 + seed),
-        "mass": heads_by_mass(calib.mass, k),
-    }
+    corr, head_sets = _rank_heads(model, calib, settings.k, seed)
     heatmap_png(
         corr,
         folder / "head_correlation.png",
-        f"seed {seed}: corr(mass, audio effect), top-{k} outlined",
+        f"seed {seed}: corr(mass, audio effect), top-{settings.k} outlined",
         head_sets["specialist"],
     )
     test = probe_set(model, sets["test"])
-    agrees = torch.tensor([i["agrees_with_prior"] for i in test.info])
-    correct = test.correct
-    silence_acc = sum(
-        p == a
-        for p, a in zip(
-            test.predicted_silence, [b for batch in sets["test"] for b in batch.answers], strict=True
-        )
-    ) / len(test.predicted)
-    listening = {
-        name: score_vs_correctness(listening_score(test.mass, hs), correct) for name, hs in head_sets.items()
-    }
-    test_corr = head_correlation(test.mass, test.effect)
-    audio = audio_silence_direction(model, sets["calib"], built_by=f"MCQ world seed {seed}, calib split")
-    directions = {"audio": audio, "random": random_direction(audio, seed=2000 + seed)}
-    for name, hs in head_sets.items():
-        d = audio_silence_direction(
-            model, sets["calib"], source="heads", heads=hs, built_by=f"{name} heads, seed {seed}"
-        )
-        directions[f"{name}_heads"] = rescaled(d, audio.norm, "rescaled to the audio direction's norm")
-    # The residual direction at the layer where most specialist heads sit (ties: the deeper one).
-    layers = [lay for lay, _ in head_sets["specialist"]]
-    head_layer = max(set(layers), key=lambda lay: (layers.count(lay), lay))
-    # (Computed even when that is the final layer, so every seed has the same rows.)
-    directions["audio_at_heads_layer"] = audio_silence_direction(
-        model, sets["calib"], layer=head_layer, built_by=f"MCQ world seed {seed}, layer {head_layer}"
-    )
+    test_figures, listening, test_corr = _test_figures(test, sets["test"], head_sets)
+    directions, head_layer = _directions(model, sets["calib"], head_sets, seed)
+    audio = directions["audio"]
     save_direction(folder / "audio_direction.safetensors", audio)
     geometry = _direction_geometry(model, sets["calib"], audio)
     valid_sweep = beta_sweep(model, sets["valid"], directions, settings.betas)
     test_sweep = beta_sweep(model, sets["test"], directions, settings.betas)
     base_acc = steered_accuracy(model, sets["test"], None, 0.0)["accuracy"]
-    chosen = {name: _best_beta(valid_sweep[name]) for name in directions}
     result = {
         "seed": seed,
         "training": training,
@@ -300,23 +359,12 @@ def run_seed(seed: int, out: Path, settings: ExperimentSettings) -> dict[str, An
         "specialist_heads_test_correlation": [
             round(float(test_corr[lay, h]), 4) for lay, h in head_sets["specialist"]
         ],
-        "test": {
-            "accuracy": base_acc,
-            "accuracy_probe": test.accuracy,
-            "accuracy_silence": silence_acc,
-            "accuracy_prior_agrees": float(correct[agrees].float().mean()) if agrees.any() else None,
-            "accuracy_prior_disagrees": float(correct[~agrees].float().mean()) if (~agrees).any() else None,
-            "n": len(test.predicted),
-            "mean_audio_effect": float(test.effect.mean()),
-        },
+        "test": {"accuracy": base_acc, **test_figures},
         "listening_vs_correctness": listening,
         "direction_norm": audio.norm,
         "direction_geometry": geometry,
         "specialist_layer": head_layer,
-        "beta_chosen_on_valid": chosen,
-        "valid_sweep": {n: {str(b): a for b, a in s.items()} for n, s in valid_sweep.items()},
-        "test_sweep": {n: {str(b): a for b, a in s.items()} for n, s in test_sweep.items()},
-        "test_accuracy_at_chosen_beta": {n: test_sweep[n][chosen[n]] for n in directions},
+        **_sweep_report(valid_sweep, test_sweep),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_json(result, folder / "result.json")

@@ -225,15 +225,9 @@ def train_localization_base(
 ) -> Path:
     """Train the base model of one seed and write it as a bundle at ``out`` (returns its decode config)."""
     started = time.perf_counter()
-    spec = BaseModelSpec(
-        n_layers=cfg.n_layers,
-        n_heads=cfg.n_heads,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        vocab_size=cfg.vocab_size,
-        second_per_window=cfg.second_per_window,
+    init = build_initial_bundle(
+        world.world_info(), out.with_name(out.name + "_init"), _base_spec(cfg), seed=seed
     )
-    init = build_initial_bundle(world.world_info(), out.with_name(out.name + "_init"), spec, seed=seed)
     settings = BaseTrainSettings(
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, speech_lr=cfg.speech_lr,
         speech_steps=cfg.speech_steps, warmup_steps=cfg.warmup_steps, seed=seed, max_new_tokens=12,
@@ -243,10 +237,7 @@ def train_localization_base(
     model = _training_model(init)
     bank = ClipBank.from_manifest(world.manifests["train"]["tags"], init / "whisper", progress)
     types = list(world.event_types)
-    with torch.no_grad():
-        n_tokens = model.encode_speech(bank.spectrograms[:1]).shape[1]
-    times = model.audio_token_times(n_tokens).numpy()
-    frames = torch.from_numpy(np.stack([token_event_targets(lab, times, types) for lab in bank.labels]))
+    frames = _event_frames(model, bank, types)
     heads = EventHeads(model.llama_model.config.hidden_size, len(types))
     llm = [p for p in model.llama_model.parameters() if p.requires_grad]
     llm_ids = {id(p) for p in llm}
@@ -255,42 +246,8 @@ def train_localization_base(
     )
     batches = _Batches(len(bank.labels), cfg.batch_size, rng)
     model.train()
-    # Phase 1: the speech side alone learns where each event is (frame-level presence).
-    opt = torch.optim.AdamW(speech_side, lr=cfg.speech_lr, weight_decay=0.01)
-    for _ in range(cfg.speech_steps):
-        batch = batches.next()
-        loss = heads(model.encode_speech(bank.spectrograms[batch]), frames[batch])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(speech_side, 1.0)
-        opt.step()
-    aux_end = float(loss.detach()) if cfg.speech_steps else float("nan")
-    # Phase 2: the decoder learns the tasks on the frozen speech embeddings (random task and paraphrase per
-    # clip). Freezing the speech side here, as SALMONN freezes Whisper, makes a step an LLM step only: the
-    # embeddings are computed once (CPU time is the budget of this experiment).
-    model.eval()
-    with torch.no_grad():
-        bank_speech = torch.cat(
-            [model.encode_speech(bank.spectrograms[lo : lo + 64]) for lo in range(0, len(bank.labels), 64)]
-        )
-    model.train()
-    opt = torch.optim.AdamW(llm, lr=cfg.lr, weight_decay=0.01)
-    curve = []
-    for step in range(cfg.steps):
-        batch = batches.next()
-        pairs = [_example(bank.labels[i], types, rng, cfg) for i in batch]
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * _lr_at(step, settings)
-        ce = model(
-            {"text": [t for _, t in pairs]},
-            prompts=[model.prompt_for(i) for i, _ in pairs],
-            speech_embeds=bank_speech[batch],
-        )["loss"]
-        opt.zero_grad(set_to_none=True)
-        ce.backward()
-        torch.nn.utils.clip_grad_norm_(llm, 1.0)
-        opt.step()
-        curve.append(float(ce.detach()))
+    aux_end = _pretrain_event_encoder(model, heads, speech_side, bank, frames, batches, cfg)
+    curve = _train_decoder(model, llm, bank, batches, types, rng, cfg, settings)
     model.eval()
     save_trained_bundle(
         model,
@@ -316,6 +273,91 @@ def train_localization_base(
         "base model (seed %d) trained in %.0f s, final CE %.3f", seed, summary["seconds"], summary["final_ce"]
     )
     return out / "decode_config.yaml"
+
+
+def _base_spec(cfg: BaseSection) -> BaseModelSpec:
+    """The demo's model sizes from the config's base section."""
+    return BaseModelSpec(
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        vocab_size=cfg.vocab_size,
+        second_per_window=cfg.second_per_window,
+    )
+
+
+def _event_frames(model: Any, bank: ClipBank, types: list[str]) -> torch.Tensor:
+    """[clips, audio tokens, event types] the share of each token's span covered by each event (the
+    targets of the encoder pretraining), on the token grid of the model's audio encoder."""
+    with torch.no_grad():
+        n_tokens = model.encode_speech(bank.spectrograms[:1]).shape[1]
+    times = model.audio_token_times(n_tokens).numpy()
+    return torch.from_numpy(np.stack([token_event_targets(lab, times, types) for lab in bank.labels]))
+
+
+def _pretrain_event_encoder(
+    model: Any,
+    heads: EventHeads,
+    speech_side: list,
+    bank: ClipBank,
+    frames: torch.Tensor,
+    batches: _Batches,
+    cfg: BaseSection,
+) -> float:
+    """Phase 1: the speech side alone learns where each event is (frame-level presence); returns the last
+    step's auxiliary loss (NaN without steps)."""
+    opt = torch.optim.AdamW(speech_side, lr=cfg.speech_lr, weight_decay=0.01)
+    for _ in range(cfg.speech_steps):
+        batch = batches.next()
+        loss = heads(model.encode_speech(bank.spectrograms[batch]), frames[batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(speech_side, 1.0)
+        opt.step()
+    return float(loss.detach()) if cfg.speech_steps else float("nan")
+
+
+def _train_decoder(
+    model: Any,
+    llm: list,
+    bank: ClipBank,
+    batches: _Batches,
+    types: list[str],
+    rng: random.Random,
+    cfg: BaseSection,
+    settings: BaseTrainSettings,
+) -> list[float]:
+    """Phase 2: the decoder learns the tasks on the frozen speech embeddings (random task and paraphrase
+    per clip); returns the CE of every step.
+
+    Freezing the speech side here, as SALMONN freezes Whisper, makes a step an LLM step only: the
+    embeddings are computed once (CPU time is the budget of this experiment).
+    """
+    model.eval()
+    with torch.no_grad():
+        bank_speech = torch.cat(
+            [model.encode_speech(bank.spectrograms[lo : lo + 64]) for lo in range(0, len(bank.labels), 64)]
+        )
+    model.train()
+    opt = torch.optim.AdamW(llm, lr=cfg.lr, weight_decay=0.01)
+    curve = []
+    for step in range(cfg.steps):
+        batch = batches.next()
+        pairs = [_example(bank.labels[i], types, rng, cfg) for i in batch]
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * _lr_at(step, settings)
+        ce = model(
+            {"text": [t for _, t in pairs]},
+            prompts=[model.prompt_for(i) for i, _ in pairs],
+            speech_embeds=bank_speech[batch],
+        )["loss"]
+        opt.zero_grad(set_to_none=True)
+        ce.backward()
+        torch.nn.utils.clip_grad_norm_(llm, 1.0)
+        opt.step()
+        curve.append(float(ce.detach()))
+    return curve
 
 
 # ---------------------------------------------------------------------------------------------------- audio
@@ -434,9 +476,40 @@ def localize(
     inject = list(cfg.steering.inject_layers) or default_inject_layers(model.geometry.n_layers)
     read_layers = _read_layers(cfg, model)
     n_tokens = next(iter(embeds.values())).shape[0]
-    times = model.audio_token_times(n_tokens)
-    clip = world.clip_seconds
-    heads = None
+    heads = _readout_heads(model, world, cfg, read_layers)
+    run = _TestRun(
+        model, cfg, entries, embeds, vectors, inject, read_layers, model.audio_token_times(n_tokens),
+        _readout_cfg(cfg, model, heads), world.clip_seconds,
+    )  # fmt: skip
+    alpha = cfg.steering.alpha
+    prompt = cfg.readout.prompt
+    other = "neutral" if prompt == "query" else "query"
+    run.record("steered read-out", prompt, alpha)
+    run.record("unsteered read-out", prompt, 0.0)
+    run.record(f"steered read-out ({other} prompt)", other, alpha)
+    run.record(f"unsteered read-out ({other} prompt)", other, 0.0)
+    run.record("read-out under instruction A", "instruction_a", 0.0)
+    sweep = _alpha_sweep(run, cfg.steering.alphas, prompt, alpha)
+    answers = run.record_direct_prompting()
+    run.record_random(np.random.default_rng([seed, 7919]))
+    if plot_dir is not None and cfg.plots:
+        _plot_examples(run, plot_dir, cfg.plots, seed)
+    return {
+        "methods": {k: summarize(v) for k, v in run.scores.items()},
+        "alpha_sweep": {f"{a:g}": s for a, s in sweep.items()},
+        "read_layers": read_layers,
+        "inject_layers": inject,
+        "heads": heads or "all",
+        "n_examples": len(entries),
+        "direct_answers_sample": answers[:10],
+    }
+
+
+def _readout_heads(
+    model: AudioLLM, world: LocalizationWorld, cfg: LocalizationConfig, read_layers: list[int]
+) -> list[tuple[int, int]] | None:
+    """The heads the read-out averages: None for ``all``; for ``top:K`` the K heads with the most audio mass
+    on the calibration clips under the read-out prompt."""
     if cfg.readout.heads.startswith("top:"):
         calib, cembeds = _encode_manifest(model, world.manifests["calib"]["localize"], cfg.batch_size)
         speech = torch.stack([cembeds[e["path"]] for e in calib])
@@ -446,90 +519,114 @@ def localize(
             [_prompt(model, cfg.readout.prompt, e["Q"], cfg) for e in calib],
             layers=read_layers,
         )
-        heads = top_audio_heads(att, int(cfg.readout.heads.split(":", 1)[1]))
-    elif cfg.readout.heads != "all":
+        return top_audio_heads(att, int(cfg.readout.heads.split(":", 1)[1]))
+    if cfg.readout.heads != "all":
         raise ValueError(f"readout.heads: {cfg.readout.heads!r} is not 'all' or 'top:K'")
-    rcfg = _readout_cfg(cfg, model, heads)
-    truths = [tuple(e["labels"]["interval"]) for e in entries]
-    lengths = [t[1] - t[0] for t in truths]
-    scores: dict[str, list[dict[str, float]]] = {}
-    curves_for_plot: dict[str, torch.Tensor] = {}
-    preds_for_plot: dict[str, list] = {}
+    return None
 
-    def run_readout(name: str, prompt_kind: str, alpha: float) -> None:
+
+@dataclass
+class _TestRun:
+    """The test clips of one :func:`localize` call and what every method scored on them so far.
+
+    ``scores``: method -> one score per test row, in the order the methods ran (the report's order);
+    ``curves`` / ``preds``: the read-out curves and predicted intervals kept for the plots.
+    """
+
+    model: AudioLLM
+    cfg: LocalizationConfig
+    entries: list[dict]
+    embeds: dict[str, torch.Tensor]
+    vectors: dict[str, dict[int, torch.Tensor]]
+    inject: list[int]
+    read_layers: list[int]
+    times: torch.Tensor
+    rcfg: ReadoutConfig
+    clip: float
+    scores: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    curves: dict[str, torch.Tensor] = field(default_factory=dict)
+    preds: dict[str, list] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.truths = [tuple(e["labels"]["interval"]) for e in self.entries]
+        self.lengths = [t[1] - t[0] for t in self.truths]
+
+    def _chunks(self) -> Any:
+        """(first row, entries, stacked speech embeddings) per batch of ``cfg.batch_size`` test rows."""
+        for lo in range(0, len(self.entries), self.cfg.batch_size):
+            chunk = self.entries[lo : lo + self.cfg.batch_size]
+            yield lo, chunk, torch.stack([self.embeds[e["path"]] for e in chunk])
+
+    def _score(self, name: str, preds: list) -> None:
+        self.scores[name] = [score_interval(p, t, self.clip) for p, t in zip(preds, self.truths, strict=True)]
+
+    def record(self, name: str, prompt_kind: str, alpha: float) -> None:
+        """The attention read-out under ``prompt_kind`` with ``alpha`` times each row's event vector added."""
+        model, steer = self.model, self.cfg.steering
         rows_curves, rows_preds = [], []
-        for lo in range(0, len(entries), cfg.batch_size):
-            chunk = entries[lo : lo + cfg.batch_size]
-            speech = torch.stack([embeds[e["path"]] for e in chunk])
-            prompts = [_prompt(model, prompt_kind, e["Q"], cfg) for e in chunk]
-            per_row = {layer: torch.stack([vectors[e["Q"]][layer] for e in chunk]) for layer in inject}
-            with steering(model, per_row, alpha, layers=inject, positions=cfg.steering.positions,
-                          prefill_only=cfg.steering.prefill_only):  # fmt: skip
-                att = audio_attention(model, speech, prompts, layers=read_layers)
-            curves, preds = readout(att, times, rcfg, lengths[lo : lo + len(chunk)], clip)
+        for lo, chunk, speech in self._chunks():
+            prompts = [_prompt(model, prompt_kind, e["Q"], self.cfg) for e in chunk]
+            per_row = {
+                layer: torch.stack([self.vectors[e["Q"]][layer] for e in chunk]) for layer in self.inject
+            }
+            with steering(model, per_row, alpha, layers=self.inject, positions=steer.positions,
+                          prefill_only=steer.prefill_only):  # fmt: skip
+                att = audio_attention(model, speech, prompts, layers=self.read_layers)
+            curves, preds = readout(att, self.times, self.rcfg, self.lengths[lo : lo + len(chunk)], self.clip)
             rows_curves.append(curves)
             rows_preds += preds
-        scores[name] = [score_interval(p, t, clip) for p, t in zip(rows_preds, truths, strict=True)]
-        curves_for_plot[name] = torch.cat(rows_curves)
-        preds_for_plot[name] = rows_preds
+        self._score(name, rows_preds)
+        self.curves[name] = torch.cat(rows_curves)
+        self.preds[name] = rows_preds
 
-    alpha = cfg.steering.alpha
-    prompt = cfg.readout.prompt
-    other = "neutral" if prompt == "query" else "query"
-    run_readout("steered read-out", prompt, alpha)
-    run_readout("unsteered read-out", prompt, 0.0)
-    run_readout(f"steered read-out ({other} prompt)", other, alpha)
-    run_readout(f"unsteered read-out ({other} prompt)", other, 0.0)
-    run_readout("read-out under instruction A", "instruction_a", 0.0)
+    def record_direct_prompting(self) -> list[str]:
+        """Asks for the span (greedy decoding) and scores the parsed answers; returns the answers."""
+        answers: list[str] = []
+        gen = {"max_new_tokens": self.cfg.max_new_tokens, "num_beams": 1, "do_sample": False}
+        for _, chunk, speech in self._chunks():
+            prompts = [_prompt(self.model, "query", e["Q"], self.cfg) for e in chunk]
+            answers += self.model.generate({}, gen, prompts=prompts, speech_embeds=speech)
+        direct = [parse_time_span(a) for a in answers]
+        self._score("direct prompting", direct)
+        self.preds["direct prompting"] = direct
+        return answers
+
+    def record_random(self, generator: np.random.Generator) -> None:
+        """The same-length baseline: an interval of each true length placed uniformly."""
+        self._score(
+            "random interval", [random_interval(length, self.clip, generator) for length in self.lengths]
+        )
+
+
+def _alpha_sweep(run: _TestRun, alphas: Sequence[float], prompt: str, alpha: float) -> dict[float, dict]:
+    """The steered read-out's summary at every ``alpha`` of the sweep (the configured one reused, the others
+    run and then dropped from the methods)."""
     sweep = {}
-    for a in cfg.steering.alphas:
+    for a in alphas:
         key = f"steered alpha={a:g}"
         if a == alpha:
-            sweep[a] = summarize(scores["steered read-out"])
+            sweep[a] = summarize(run.scores["steered read-out"])
             continue
-        run_readout(key, prompt, a)
-        sweep[a] = summarize(scores.pop(key))
-        curves_for_plot.pop(key), preds_for_plot.pop(key)
-    # Direct prompting: ask for the span and parse the answer.
-    answers: list[str] = []
-    gen = {"max_new_tokens": cfg.max_new_tokens, "num_beams": 1, "do_sample": False}
-    for lo in range(0, len(entries), cfg.batch_size):
-        chunk = entries[lo : lo + cfg.batch_size]
-        speech = torch.stack([embeds[e["path"]] for e in chunk])
-        answers += model.generate(
-            {}, gen, prompts=[_prompt(model, "query", e["Q"], cfg) for e in chunk], speech_embeds=speech
+        run.record(key, prompt, a)
+        sweep[a] = summarize(run.scores.pop(key))
+        run.curves.pop(key), run.preds.pop(key)
+    return sweep
+
+
+def _plot_examples(run: _TestRun, plot_dir: Path, plots: int, seed: int) -> None:
+    """The first ``plots`` test rows (every row for a negative count) as pictures of the read-out curves
+    against the true interval."""
+    entries = run.entries
+    n = len(entries) if plots < 0 else min(plots, len(entries))
+    for i in range(n):
+        _plot_example(
+            plot_dir / f"example_{i:03d}.png",
+            run.times,
+            {k: run.curves[k][i] for k in ("unsteered read-out", "steered read-out")},
+            run.truths[i],
+            {k: run.preds[k][i] for k in ("unsteered read-out", "steered read-out", "direct prompting")},
+            f"seed {seed}: {entries[i]['Q']} in {Path(entries[i]['path']).name} (events: {' '.join(entries[i]['labels']['event_types'])})",
         )
-    direct = [parse_time_span(a) for a in answers]
-    scores["direct prompting"] = [score_interval(p, t, clip) for p, t in zip(direct, truths, strict=True)]
-    preds_for_plot["direct prompting"] = direct
-    generator = np.random.default_rng([seed, 7919])
-    random_preds = [random_interval(length, clip, generator) for length in lengths]
-    scores["random interval"] = [
-        score_interval(p, t, clip) for p, t in zip(random_preds, truths, strict=True)
-    ]
-    if plot_dir is not None and cfg.plots:
-        n = len(entries) if cfg.plots < 0 else min(cfg.plots, len(entries))
-        for i in range(n):
-            _plot_example(
-                plot_dir / f"example_{i:03d}.png",
-                times,
-                {k: curves_for_plot[k][i] for k in ("unsteered read-out", "steered read-out")},
-                truths[i],
-                {
-                    k: preds_for_plot[k][i]
-                    for k in ("unsteered read-out", "steered read-out", "direct prompting")
-                },
-                f"seed {seed}: {entries[i]['Q']} in {Path(entries[i]['path']).name} (events: {' '.join(entries[i]['labels']['event_types'])})",
-            )
-    return {
-        "methods": {k: summarize(v) for k, v in scores.items()},
-        "alpha_sweep": {f"{a:g}": s for a, s in sweep.items()},
-        "read_layers": read_layers,
-        "inject_layers": inject,
-        "heads": heads or "all",
-        "n_examples": len(entries),
-        "direct_answers_sample": answers[:10],
-    }
 
 
 def _plot_example(path: Path, times: torch.Tensor, curves: dict, truth, preds: dict, title: str) -> None:
