@@ -7,8 +7,8 @@ training set (``--clips`` clips of 1 to 15 s) alternate epochs; one has ``run.ca
 Its first epoch fills the cache (``epoch_fill_vs_uncached``, against the median uncached epoch); later
 epochs read it (``epoch_cached_vs_uncached``, < 1 is faster). Epoch time includes loading the audio and
 Whisper features, which the cache does not skip (the features are its key). That cached and uncached runs
-train the same mask is tested in tests/unit/test_speech_cache.py; here the two runs share one process and its
-random stream, so their Gumbel draws differ.
+train the same mask is tested in tests/unit/models/test_speech_cache.py; here the two runs share one process
+and its random stream, so their Gumbel draws differ.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Usage: python scripts/gpu_check.py [--device cuda] [--dry-run] [--skip-13b] [--bundle DIR]
 
 Ready for the day a GPU is lent; ``--dry-run`` runs the same steps on the CPU at toy sizes (the test suite
-does, tests/unit/test_gpu_check.py). Steps, each printing ``name: value`` lines:
+does, tests/unit/core/test_gpu_check.py). Steps, each printing ``name: value`` lines:
 
 1. builds a small SALMONN bundle (``ahamask.models.tiny``; LLaMA 4 x 8 heads of 64 on a 30 s Whisper chunk);
 2. a mask-training step (loss + backward to the mask logits) in float32 on the CPU and under AMP float16 and

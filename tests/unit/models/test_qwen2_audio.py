@@ -14,7 +14,7 @@ import torch
 from ahamask.models.hf_audio_llm import AudioTooLongError, audio_token_counts
 from ahamask.models.qwen2_audio import BASE_AUDIO_PREFIX, encoder_token_counts
 
-from .hf_audio_helpers import SYSTEM_PROMPT_IDS, batch_of, load_model, make_bundle, tone
+from ..hf_audio_helpers import SYSTEM_PROMPT_IDS, batch_of, load_model, make_bundle, tone
 
 SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 # "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nAudio 1: <|audio_bos|>"

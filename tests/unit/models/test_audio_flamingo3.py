@@ -11,7 +11,7 @@ import torch
 from ahamask.masking.prune import prune_heads, pruned_plan
 from ahamask.models.hf_audio_llm import AudioTooLongError, audio_token_counts
 
-from .hf_audio_helpers import SYSTEM_PROMPT_IDS, batch_of, gates, load_model, make_bundle, tone
+from ..hf_audio_helpers import SYSTEM_PROMPT_IDS, batch_of, gates, load_model, make_bundle, tone
 
 # "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
 BEFORE_AUDIO = list(SYSTEM_PROMPT_IDS)

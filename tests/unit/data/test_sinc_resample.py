@@ -25,7 +25,7 @@ from ahamask.data.audio import (
 )
 from ahamask.data.sinc_resample import resample_sinc, sinc_resample_kernel
 
-DEMO_WAVS = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "demo_wavs"
+DEMO_WAVS = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference" / "demo_wavs"
 RATES = [(44100, 16000), (22050, 16000), (48000, 16000), (8000, 16000), (11025, 16000)]
 
 

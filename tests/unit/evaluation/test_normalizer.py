@@ -4,7 +4,7 @@
 British->American spelling map shipped as package data. The reference is the output of openai-whisper
 20250625's own ``EnglishTextNormalizer`` on ``CASES``, stored in ``data/normalizer_whisper_expected.json``
 so that the check needs no openai-whisper. After editing the cases, regenerate the fixture where
-openai-whisper is installed: ``python tests/unit/test_normalizer.py``.
+openai-whisper is installed: ``python tests/unit/evaluation/test_normalizer.py``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pytest
 from ahamask import config as config_module
 from ahamask.config import ConfigError, load_decode_config, load_train_config
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 DECODE = CONFIGS / "decode_config.yaml"
 TRAIN = CONFIGS / "config.yaml"
 

@@ -20,7 +20,7 @@ from ahamask.evaluation.scoring import (
     score_predictions,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _entry(gt: str, out: str, id_: str = "x.flac") -> dict[str, str]:

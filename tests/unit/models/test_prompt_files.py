@@ -10,7 +10,7 @@ import pytest
 from ahamask.config import load_decode_config, load_train_config
 from ahamask.models.prompts import SPEECH_PREFIX, load_prompt_file
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # Tasks whose prompt carries the entry's question ("Q") after the speech, as in the official file.
 QUESTION_TASKS = {"QA", "inference_QA", "gender_QA"}
 

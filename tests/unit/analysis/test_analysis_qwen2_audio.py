@@ -23,7 +23,7 @@ from ahamask.analysis.silence_steering import audio_silence_direction
 from ahamask.analysis.temporal import token_centres, token_index
 from ahamask.models.hf_audio_llm import audio_token_counts
 
-from .hf_audio_helpers import batch_of, decode, load_model, make_bundle, tone
+from ..hf_audio_helpers import batch_of, decode, load_model, make_bundle, tone
 
 ARCHS = ["qwen2_audio", "audio_flamingo3"]
 OPTIONS = ["male", "female"]
@@ -270,7 +270,7 @@ def test_steering_vectors_build_and_localize(qwen, tmp_path):
         "steering.calibration=all",
         "batch_size=8",
     ]
-    cfg = str(Path(__file__).resolve().parents[2] / "configs" / "experiments" / "localization.yaml")
+    cfg = str(Path(__file__).resolve().parents[3] / "configs" / "experiments" / "localization.yaml")
     assert main(["localize", "-c", cfg, "--options", *options]) == 2  # no vectors yet: one error line
     assert main(["build", "-c", cfg, "--options", *options]) == 0
     vectors, meta = load_vectors(tmp_path / "out" / "vectors" / "whistle.safetensors")

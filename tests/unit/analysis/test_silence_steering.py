@@ -19,7 +19,7 @@ from ahamask.analysis.silence_steering import (
 )
 from ahamask.masking.hf_layout import attention, decoder_layers
 
-from .probe_helpers import tiny_probe_batches
+from ..probe_helpers import tiny_probe_batches
 
 
 @pytest.fixture(scope="module")

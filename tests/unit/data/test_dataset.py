@@ -13,7 +13,7 @@ from transformers import WhisperFeatureExtractor
 
 from ahamask.data import ManifestError, SALMONNDataset, collate
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEMO_WAVS = REPO / ".." / "shared" / "reference" / "demo_wavs"
 
 

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from ahamask.data.manifest import ManifestError, ManifestIssue, load_manifest, validate_manifest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def write_wav(path: Path, seconds: float = 1.0, sr: int = 16000) -> Path:

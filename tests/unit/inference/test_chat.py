@@ -31,7 +31,7 @@ from ahamask.masking.value import Mask
 from ahamask.models.salmonn import SALMONN
 from tests.conftest import run_repo_script
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEMO_WAVS = REPO / ".." / "shared" / "reference" / "demo_wavs"
 # Heads (layer, head) 0,1 and 1,2 are off: 6 of 8 heads and 8 of 10 entries (FFN gates on) remain.
 LOGITS = [2.0, -1.0, 2.0, 2.0, 0.5, 2.0, 2.0, -2.0, 2.0, 0.5]

@@ -23,7 +23,7 @@ knf = pytest.importorskip(
 )
 sf = pytest.importorskip("soundfile")
 
-DEMO_WAVS = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "demo_wavs"
+DEMO_WAVS = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference" / "demo_wavs"
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 

@@ -31,7 +31,7 @@ from ahamask.synth.world import (
 )
 
 SR = audio.SAMPLE_RATE
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

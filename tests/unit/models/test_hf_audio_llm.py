@@ -18,7 +18,7 @@ from ahamask.masking.prune import prune_heads
 from ahamask.models.backbone import AudioLLM
 from ahamask.models.hf_audio_llm import audio_token_counts
 
-from .hf_audio_helpers import batch_of, decode, gates, load_model, make_bundle, tone, zeroed_by_hand
+from ..hf_audio_helpers import batch_of, decode, gates, load_model, make_bundle, tone, zeroed_by_hand
 
 ARCHS = ["qwen2_audio", "audio_flamingo3"]
 # Layer 0: one head of a KV group (AF3: group {0, 1}); layer 1: a whole KV group (AF3: {2, 3}).

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from ahamask.config import load_decode_config, load_train_config
 from ahamask.config_paths import INPUT_PATH_KEYS, OUTPUT_PATH_KEYS, resolve_config_paths, resolve_path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture()

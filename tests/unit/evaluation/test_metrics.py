@@ -24,7 +24,7 @@ from ahamask.evaluation.metrics import (
     wer,
 )
 
-REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference"
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from ahamask.analysis.listening import (
     top_heads,
 )
 
-from .probe_helpers import OPTIONS, tiny_probe_batches
+from ..probe_helpers import OPTIONS, tiny_probe_batches
 
 
 @pytest.fixture(scope="module")
