@@ -62,7 +62,7 @@ def _english_normalizer() -> Callable[[str], str]:
     # spelling map (openai-whisper's english.json, shipped in data/, MIT): transformers ships the code but
     # not the map (it reads a Whisper tokenizer folder's normalizer.json), and without it every British
     # spelling stays British. With it the text equals openai-whisper 20250625's on the 450 strings of
-    # tests/unit/test_normalizer.py (and on 20,000 random token mixes when checked once), so the metrics
+    # tests/unit/evaluation/test_normalizer.py (and on 20,000 random token mixes when checked once), so the metrics
     # no longer need openai-whisper (numba, llvmlite, tiktoken, triton). Imported and loaded on first use.
     from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 

@@ -4,7 +4,7 @@ Head masks need four things no public transformers/peft API offers: where the de
 attention output projections are, a projection's base ``nn.Linear`` under a peft LoRA wrapper, the LoRA
 matrices that read or write head columns, and the per-layer query/KV ratio the stock attention reads (set
 by pruning). Each is an attribute of modules that transformers or peft could rename in any release, so they
-are read here and nowhere else, and ``tests/unit/test_hf_layout.py`` checks every assumption against the
+are read here and nowhere else, and ``tests/unit/masking/test_hf_layout.py`` checks every assumption against the
 installed versions, failing with the name of the attribute that moved.
 
 Assumptions (LLaMA / Qwen2 style decoders in transformers 5, peft >= 0.18):

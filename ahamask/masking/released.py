@@ -155,7 +155,7 @@ def released_sums() -> str:
 
 
 # Share of attention heads each released mask keeps (sigmoid(logit) >= 0.5), as ../shared/reference/README.md
-# states and tests/unit/test_legacy_checkpoints.py recomputes from the files: lets benchmarks and tests use the
+# states and tests/unit/masking/test_legacy_checkpoints.py recomputes from the files: lets benchmarks and tests use the
 # released densities without the files.
 RELEASED_HEAD_FRACTIONS: dict[str, float] = {
     "asr_gender_librispeech": 0.523,

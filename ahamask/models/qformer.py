@@ -5,7 +5,7 @@ embeddings, the text feed-forward blocks and the LM head. What is left (a LayerN
 then per layer self-attention over the queries, cross-attention to the audio frames and the "query"
 feed-forward block) is exactly ``Blip2QFormerModel`` with cross-attention in every layer and no text input.
 Its outputs equal the hand-written BERT module this replaced bit for bit (max abs difference 0.0, with and
-without a padded cross-attention mask; ``tests/unit/test_qformer.py``), and it draws its random initial
+without a padded cross-attention mask; ``tests/unit/models/test_qformer.py``), and it draws its random initial
 weights in the same order, so seeded tiny models are unchanged.
 
 Only the module names differ from the official checkpoints' (``speech_Qformer.bert.…``): three renames map
