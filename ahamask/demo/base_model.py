@@ -627,6 +627,60 @@ def _training_summary(
     }
 
 
+def _save_trained_weights(model: SALMONN, bundle: Path, staging: Path) -> None:
+    """``llama/``, ``whisper/`` and ``salmonn.pth`` of a trained bundle, written into ``staging``."""
+    from transformers import WhisperModel
+
+    from ..models.loading import quiet_loading
+
+    (staging / "llama").mkdir(parents=True)
+    with quiet_loading():
+        model.llama_model.save_pretrained(staging / "llama")
+        for name in _TOKENIZER_FILES:
+            shutil.copy2(bundle / "llama" / name, staging / "llama" / name)
+        whisper = WhisperModel.from_pretrained(str(bundle / "whisper"), local_files_only=True)
+        whisper.encoder.load_state_dict(model.speech_encoder.state_dict())
+        whisper.save_pretrained(staging / "whisper")
+    shutil.copy2(
+        bundle / "whisper" / "preprocessor_config.json", staging / "whisper" / "preprocessor_config.json"
+    )
+    # The checkpoint holds what the official SALMONN checkpoint holds for this configuration: the encoder is
+    # frozen from now on and lives in whisper/, so its weights are not part of salmonn.pth.
+    state = {k: v for k, v in model.trainable_state_dict().items() if not k.startswith("speech_encoder.")}
+    atomic_torch_save({"model": state}, staging / "salmonn.pth")
+
+
+def _trained_bundle_config(
+    cfg: Any,
+    name: str,
+    out: Path,
+    paths: dict[str, Any],
+    max_new_tokens: int,
+    manifests: dict[str, Path] | None,
+) -> Any:
+    """The initial bundle's ``name`` config (decode or train) pointed at the trained bundle ``out``."""
+    # The bundle's configs may hold paths relative to the working directory; the trained bundle's are
+    # absolute so that it can be used from anywhere (the prompts now live in out/prompts).
+    _absolute_paths(cfg)
+    cfg.model.prompt_path = str((out / "prompts" / Path(cfg.model.prompt_path).name).resolve())
+    for key, value in paths.items():
+        cfg.model[key] = value
+    manifests = manifests or {}
+    if name == "decode_config.yaml":
+        cfg.generate.max_new_tokens = max_new_tokens
+        cfg.generate.num_beams = 1  # greedy: the demo's ~80 decodes stay cheap
+        cfg.batch_size_eval = 50
+        if "test" in manifests:
+            cfg.test_data_path = str(manifests["test"].resolve())
+            cfg.output_path = str((out / f"decode_{manifests['test'].stem}.json").resolve())
+    else:
+        cfg.datasets.whisper_path = paths["whisper_path"]
+        for split in ("train", "valid", "test"):
+            if split in manifests:
+                cfg.datasets[f"{split}_ann_path"] = str(manifests[split].resolve())
+    return cfg
+
+
 _PATH_KEYS = (
     "model.prompt_path",
     "model.test_prompt_path",
@@ -675,29 +729,12 @@ def save_trained_bundle(
     Returns:
         ``out``.
     """
-    from transformers import WhisperModel
-
-    from ..models.loading import quiet_loading
-
     # Build next to the destination and swap in at the end, so an interrupted save never looks complete.
     staging = out.with_name(out.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
-    (staging / "llama").mkdir(parents=True)
-    with quiet_loading():
-        model.llama_model.save_pretrained(staging / "llama")
-        for name in _TOKENIZER_FILES:
-            shutil.copy2(bundle / "llama" / name, staging / "llama" / name)
-        whisper = WhisperModel.from_pretrained(str(bundle / "whisper"), local_files_only=True)
-        whisper.encoder.load_state_dict(model.speech_encoder.state_dict())
-        whisper.save_pretrained(staging / "whisper")
-    shutil.copy2(
-        bundle / "whisper" / "preprocessor_config.json", staging / "whisper" / "preprocessor_config.json"
-    )
-    # The checkpoint holds what the official SALMONN checkpoint holds for this configuration: the encoder is
-    # frozen from now on and lives in whisper/, so its weights are not part of salmonn.pth.
-    state = {k: v for k, v in model.trainable_state_dict().items() if not k.startswith("speech_encoder.")}
-    atomic_torch_save({"model": state}, staging / "salmonn.pth")
+    _save_trained_weights(model, bundle, staging)
+    shutil.copytree(bundle / "prompts", staging / "prompts")
     paths = {
         "llama_path": str((out / "llama").resolve()),
         "whisper_path": str((out / "whisper").resolve()),
@@ -705,28 +742,10 @@ def save_trained_bundle(
         "lora": False,
         "freeze_whisper": True,
     }
-    shutil.copytree(bundle / "prompts", staging / "prompts")
     for name in ("decode_config.yaml", "config.yaml"):
-        cfg = OmegaConf.load(bundle / name)
-        # The bundle's configs may hold paths relative to the working directory; the trained bundle's are
-        # absolute so that it can be used from anywhere (the prompts now live in out/prompts).
-        _absolute_paths(cfg)
-        cfg.model.prompt_path = str((out / "prompts" / Path(cfg.model.prompt_path).name).resolve())
-        for key, value in paths.items():
-            cfg.model[key] = value
-        manifests = manifests or {}
-        if name == "decode_config.yaml":
-            cfg.generate.max_new_tokens = max_new_tokens
-            cfg.generate.num_beams = 1  # greedy: the demo's ~80 decodes stay cheap
-            cfg.batch_size_eval = 50
-            if "test" in manifests:
-                cfg.test_data_path = str(manifests["test"].resolve())
-                cfg.output_path = str((out / f"decode_{manifests['test'].stem}.json").resolve())
-        else:
-            cfg.datasets.whisper_path = paths["whisper_path"]
-            for split in ("train", "valid", "test"):
-                if split in manifests:
-                    cfg.datasets[f"{split}_ann_path"] = str(manifests[split].resolve())
+        cfg = _trained_bundle_config(
+            OmegaConf.load(bundle / name), name, out, paths, max_new_tokens, manifests
+        )
         atomic_write_text(OmegaConf.to_yaml(cfg), staging / name)
     if out.exists():
         shutil.rmtree(out)

@@ -101,28 +101,11 @@ def verdicts(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         reaches = not _better(metric, instr, mask, REACH_MARGIN)
         switches = _better(metric, mask, none, SWITCH_MARGIN)
         beats_random = _better(metric, mask, rnd, SWITCH_MARGIN)
-        level = "at" if reaches else "below"
-        if default:
-            verdict = (
-                f"the model already does this task with no instruction ({none_format:.0f}% of answers in its "
-                f"format); with the mask it stays {level} instruction level"
-            )
-        elif switches:
-            verdict = f"the mask switches the model to this task, {level} instruction level"
-        else:
-            verdict = "the mask does not switch the model to this task"
-        sentence = (
-            f"{task}: {_TITLES[metric]} {mask:.1f} with the mask vs {instr:.1f} with held-out instructions "
-            f"(no instruction {none:.1f}, random mask {rnd:.1f}): {verdict}."
+        sentence = f"{task}: {_TITLES[metric]} {mask:.1f} with the mask vs {instr:.1f} with held-out " + (
+            f"instructions (no instruction {none:.1f}, random mask {rnd:.1f}): "
+            f"{_verdict_phrase(default, switches, reaches, none_format)}."
         )
-        if default:
-            category = "default"
-        elif reaches and switches:
-            category = "instruction level"
-        elif switches:
-            category = "partly"
-        else:
-            category = "not reached"
+        category = _category(default, switches, reaches)
         out[task] = {
             "category": category,
             "metric": metric,
@@ -138,6 +121,30 @@ def verdicts(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             "sentence": sentence,
         }
     return out
+
+
+def _verdict_phrase(default: bool, switches: bool, reaches: bool, none_format: float) -> str:
+    """The verdict's words: already the default, switched (at or below instruction level), or not."""
+    level = "at" if reaches else "below"
+    if default:
+        return (
+            f"the model already does this task with no instruction ({none_format:.0f}% of answers in its "
+            f"format); with the mask it stays {level} instruction level"
+        )
+    if switches:
+        return f"the mask switches the model to this task, {level} instruction level"
+    return "the mask does not switch the model to this task"
+
+
+def _category(default: bool, switches: bool, reaches: bool) -> str:
+    """``default``, ``instruction level``, ``partly`` or ``not reached`` (see :func:`verdicts`)."""
+    if default:
+        return "default"
+    if reaches and switches:
+        return "instruction level"
+    if switches:
+        return "partly"
+    return "not reached"
 
 
 def _mean(values: Any) -> float:

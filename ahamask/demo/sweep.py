@@ -254,6 +254,65 @@ def _aggregate(scores: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _decode_condition(
+    model: SALMONN,
+    clips: CachedClips,
+    embeds: Any,
+    cond: Condition,
+    task: str,
+    generate_cfg: Any,
+    batch_size: int,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Decodes the test clips under one condition, writes ``<task>/<condition>.json``, returns its score."""
+    with decoding_mask(model.decoder, cond.head_weights, "hooks"):
+        records = decode_dataset(
+            model,
+            clips,
+            generate_cfg=generate_cfg,
+            instruction=cond.instruction,
+            batch_size=batch_size,
+            progress=False,
+            speech_embeds=embeds,
+        )
+    atomic_write_json(
+        {
+            "prompt": model.prompt_for(cond.instruction),
+            "prediction": [{k: r[k] for k in ("id", "ground_truth", "output")} for r in records],
+        },
+        out_dir / task / f"{cond.name}.json",
+    )
+    return {
+        **score_records(records, task),
+        "instruction": cond.instruction,
+        "examples": [r["output"] for r in records[:3]],
+    }
+
+
+def _task_entry(
+    scores: Mapping[str, dict[str, Any]],
+    clips: CachedClips,
+    mask: torch.Tensor | None,
+    n_layers: int,
+    n_heads: int,
+) -> dict[str, Any]:
+    """One task's results: per-instruction and summary scores, no instruction, mask and random masks."""
+    instr = [s for c, s in scores.items() if c.startswith("instruction_")]
+    randoms = [s for c, s in scores.items() if c.startswith("random_")]
+    entry: dict[str, Any] = {
+        "reference": clips.items[0]["text"],
+        "metrics": list(instr[0]["metrics"]),
+        "instruction": {"per_instruction": instr, "summary": _aggregate(instr)},
+        "none": scores["none"],
+    }
+    if mask is not None:
+        stats = mask_stats(mask, n_layers, n_heads)
+        entry["mask"] = scores["mask"]
+        entry["random"] = {"per_seed": randoms, "summary": _aggregate(randoms)}
+        entry["mask_stats"] = {"active_heads": stats.active_heads, "total_heads": n_layers * n_heads}
+    return entry
+
+
 def run_sweep(
     model: SALMONN,
     world: WorldInfo,
@@ -302,46 +361,11 @@ def run_sweep(
         scores: dict[str, dict[str, Any]] = {}
         for cond in conditions:
             bar.set_postfix_str(f"{task}: {cond.name}")
-            with decoding_mask(model.decoder, cond.head_weights, "hooks"):
-                records = decode_dataset(
-                    model,
-                    clips,
-                    generate_cfg=generate_cfg,
-                    instruction=cond.instruction,
-                    batch_size=batch_size,
-                    progress=False,
-                    speech_embeds=embeds,
-                )
-            prompt = model.prompt_for(cond.instruction)
-            atomic_write_json(
-                {
-                    "prompt": prompt,
-                    "prediction": [{k: r[k] for k in ("id", "ground_truth", "output")} for r in records],
-                },
-                out_dir / task / f"{cond.name}.json",
+            scores[cond.name] = _decode_condition(
+                model, clips, embeds, cond, task, generate_cfg, batch_size, out_dir
             )
-            scores[cond.name] = {
-                **score_records(records, task),
-                "instruction": cond.instruction,
-                "examples": [r["output"] for r in records[:3]],
-            }
             bar.update(1)
-        instr = [s for c, s in scores.items() if c.startswith("instruction_")]
-        randoms = [s for c, s in scores.items() if c.startswith("random_")]
-        entry: dict[str, Any] = {
-            "reference": clips.items[0]["text"],
-            "metrics": list(instr[0]["metrics"]),
-            "instruction": {"per_instruction": instr, "summary": _aggregate(instr)},
-            "none": scores["none"],
-        }
-        if task in masks:
-            stats = mask_stats(masks[task], model.n_layers, model.n_heads)
-            entry["mask"] = scores["mask"]
-            entry["random"] = {"per_seed": randoms, "summary": _aggregate(randoms)}
-            entry["mask_stats"] = {
-                "active_heads": stats.active_heads,
-                "total_heads": model.n_layers * model.n_heads,
-            }
+        entry = _task_entry(scores, clips, masks.get(task), model.n_layers, model.n_heads)
         results["tasks"][task] = entry
     bar.close()
     return results
