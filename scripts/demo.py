@@ -5,7 +5,7 @@ Usage: python scripts/demo.py [--out exp/demo] [--preset full|quick] [--seeds N]
 
 For each of N seeds (default 3): builds a synthetic world, trains a tiny instruction-following SALMONN whose
 empty-prompt behaviour is a declared default task, trains one head mask per task with no instruction, and
-evaluates on held-out clips. Writes OUT/seed_<s>/ (a complete single-seed report each) and OUT/report.md /
+evaluates on held-out clips. Writes OUT/<default>/seed_<s>/ (a complete single-seed report each) and OUT/report.md /
 report.json: every cell as mean +- std over seeds, strict and lenient scoring, verdicts with seed counts and
 the reachability table. Stages whose outputs exist are reused unless --force.
 """
@@ -16,11 +16,12 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 
 import torch
 
 from ahamask.demo import preset
-from ahamask.demo.seeds import run_seeds
+from ahamask.demo.seeds import render_seeds_text, run_seeds
 from ahamask.utils.logging import setup_logging
 
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     setup_logging()
+    started = time.perf_counter()
     torch.set_num_threads(args.threads)
     try:
         settings = preset(args.preset)
@@ -66,13 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         sys.exit(f"error: {exc}")
     print()
-    print(result.table)
-    print()
-    for summary in result.report["presets"].values():
-        for verdict in summary["verdicts"].values():
-            print(verdict["sentence"])
-    total = sum(sum(s.values()) for s in result.stage_seconds.values())
-    print(f"\nthis run took {total:.0f} s; report: {result.out_dir / 'report.md'}")
+    print(render_seeds_text(result.report))
+    print(f"\nthis run took {time.perf_counter() - started:.0f} s; report: {result.out_dir / 'report.md'}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ calls; ``python train.py -c <that file>`` reproduces the mask.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -19,14 +21,20 @@ from omegaconf import OmegaConf
 from ..config import load_train_config
 from ..masking.checkpoint import load_mask
 from ..synth import WorldInfo
-from ..utils.io import atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_text
 from .settings import MaskSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_TEMPLATE", "mask_config", "train_masks", "mask_checkpoint"]
+__all__ = ["DEFAULT_TEMPLATE", "mask_config", "train_mask", "mask_checkpoint", "mask_seconds", "MASK_SEED"]
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "configs" / "demo_mask.yaml"
+# run.seed of every mask (the official config's 42), the same for every demo seed: the masks of different
+# demo seeds still differ, since each trains on its own world and base model. Seeding the mask generator with
+# the demo seed instead collapsed the quick preset's seed-1 gender mask to empty answers (0% in format, the
+# claim held on seed 0 only): at that scale mask training is seed-sensitive, and the suite's claim is stated
+# for the official seed.
+MASK_SEED = 42
 # Model keys that describe the architecture (or its files) and so must come from the trained bundle.
 _BUNDLE_MODEL_KEYS = (
     "llama_path",
@@ -49,7 +57,7 @@ def mask_config(
     base: Path,
     out_dir: Path,
     settings: MaskSettings,
-    seed: int = 42,
+    seed: int = MASK_SEED,
     template: Path = DEFAULT_TEMPLATE,
 ) -> Path:
     """Writes the training config of one task's mask and checks it loads.
@@ -104,39 +112,62 @@ def mask_checkpoint(out_dir: Path, task: str) -> Path:
     return out_dir / task / "checkpoint_0.pth"
 
 
-def train_masks(
-    tasks: Sequence[str],
+def train_mask(
+    task: str,
     world: WorldInfo,
     base: Path,
     out_dir: Path,
     settings: MaskSettings,
-    seed: int = 42,
+    seed: int = MASK_SEED,
     template: Path = DEFAULT_TEMPLATE,
-) -> dict[str, torch.Tensor]:
-    """Trains one mask per task and returns their logits.
+    fingerprint: str | None = None,
+) -> torch.Tensor:
+    """Trains one task's mask (or reuses it) and returns its logits.
+
+    With ``fingerprint``, a finished run leaves ``<out_dir>/<task>/stage.json`` holding it, and a later call
+    with the same fingerprint loads that mask instead of training it again: the demo's scheduler trains the
+    masks of a seed in separate processes and the seed's mask stage then only collects them.
 
     Args:
-        tasks: the tasks, in order.
+        task: the world task.
         world: the built world.
         base: the trained base bundle.
         out_dir: the masks folder.
         settings: mask training settings.
-        seed: ``run.seed`` of every mask.
+        seed: ``run.seed`` (Gumbel noise and batch order).
         template: the config template.
+        fingerprint: what the mask depends on (base model, settings, template); None always trains.
 
     Returns:
-        task -> mask logits [n_layers * (n_heads + 1)].
+        The mask logits [n_layers * (n_heads + 1)].
     """
     from ..training.trainer import train
 
-    logits = {}
-    for index, task in enumerate(tasks):
-        path = mask_config(task, world, base, out_dir, settings, seed, template)
-        logger.info("mask %d/%d: %s (config %s)", index + 1, len(tasks), task, path)
-        # Only the final checkpoint is read, but a rerun must not resume from a stale one.
-        stale = mask_checkpoint(out_dir, task)
-        if stale.exists():
-            stale.unlink()
-        train(load_train_config(path))
-        logits[task] = load_mask(mask_checkpoint(out_dir, task)).values
-    return logits
+    marker = out_dir / task / "stage.json"
+    if fingerprint is not None and _marked(marker, fingerprint):
+        return load_mask(mask_checkpoint(out_dir, task)).values
+    started = time.perf_counter()
+    path = mask_config(task, world, base, out_dir, settings, seed, template)
+    # Only the final checkpoint is read, but a rerun must not resume from a stale one.
+    if (out_dir / task).exists():
+        shutil.rmtree(out_dir / task)
+    train(load_train_config(path))
+    seconds = round(time.perf_counter() - started, 1)
+    atomic_write_json({"fingerprint": fingerprint, "seconds": seconds}, marker)
+    return load_mask(mask_checkpoint(out_dir, task)).values
+
+
+def mask_seconds(out_dir: Path, task: str) -> float:
+    """Seconds the training of ``task``'s mask took (from its marker; 0 if it has none)."""
+    try:
+        return float(json.loads((out_dir / task / "stage.json").read_text(encoding="utf-8"))["seconds"])
+    except (OSError, KeyError, ValueError):
+        return 0.0
+
+
+def _marked(marker: Path, fingerprint: str) -> bool:
+    """True when ``marker`` holds ``fingerprint`` (a damaged marker means: train again)."""
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
+    except (OSError, json.JSONDecodeError):
+        return False

@@ -33,14 +33,14 @@ from ..synth import WorldInfo, build_world, load_world
 from ..utils.environment import environment_record
 from ..utils.io import atomic_write_json
 from .base_model import build_initial_bundle, train_base_model
-from .masks import DEFAULT_TEMPLATE, mask_checkpoint, train_masks
+from .masks import DEFAULT_TEMPLATE, MASK_SEED, mask_checkpoint, mask_seconds, train_mask
 from .report import results_table, text_table, write_report
 from .settings import DemoSettings, fingerprint
 from .sweep import run_sweep
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoResult", "run_demo", "STAGES"]
+__all__ = ["DemoResult", "run_demo", "prepare_seed", "train_seed_mask", "STAGES"]
 
 STAGES = ("world", "base model", "masks", "evaluation", "report")
 _MARKER = "stage.json"
@@ -89,8 +89,16 @@ class _Stages:
         self.reused: list[str] = []
 
     def run(
-        self, name: str, folder: Path, fp: str, work: Callable[[], Any], reload: Callable[[], Any]
+        self,
+        name: str,
+        folder: Path,
+        fp: str,
+        work: Callable[[], Any],
+        reload: Callable[[], Any],
+        cost: Callable[[], float] | None = None,
     ) -> Any:
+        """Runs ``work`` (or ``reload`` when the stage is reusable); ``cost`` gives the compute seconds of a
+        stage whose pieces ran elsewhere (the masks trained by the scheduler's workers)."""
         number = STAGES.index(name) + 1
         if not self.force and _reusable(folder, fp):
             logger.info(
@@ -106,8 +114,9 @@ class _Stages:
         started = time.perf_counter()
         result = work()
         self.seconds[name] = time.perf_counter() - started
-        self.computed_in[name] = round(self.seconds[name], 1)
-        _mark(folder, fp, self.seconds[name])
+        spent = cost() if cost is not None else self.seconds[name]
+        self.computed_in[name] = round(spent, 1)
+        _mark(folder, fp, spent)
         logger.info("stage %d/%d: %s done in %.0f s", number, len(STAGES), name, self.seconds[name])
         return result
 
@@ -157,32 +166,40 @@ def run_demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stages = _Stages(force)
-    world, world_fp = _world_stage(stages, out, settings)
-    base_summary, base_fp = _base_stage(stages, out, settings, world, world_fp, progress)
-    masks, masks_fp = _mask_stage(stages, out, settings, world, base_fp, template)
+    world = _world_stage(stages, out, settings)
+    base_summary, base_fp = _base_stage(stages, out, settings, world, progress)
+    masks, masks_fp = _mask_stage(stages, out, settings, world, base_fp, template, force)
     results = _evaluation_stage(stages, out, settings, world, masks, masks_fp, progress)
     report = _report_stage(stages, out, settings, results, masks, base_summary)
     return DemoResult(out, report, text_table(results_table(results)), stages.seconds, stages.reused)
 
 
-def _world_stage(stages: _Stages, out: Path, settings: DemoSettings) -> tuple[WorldInfo, str]:
-    """Stage 1: the synthetic world in ``out/world``; returns it and its fingerprint."""
-    world_dir = out / "world"
-    world_fp = fingerprint(
+def _world_fingerprint(settings: DemoSettings) -> str:
+    return fingerprint(
         "world", settings.seed, settings.n_train, settings.n_valid, settings.n_test, list(settings.tasks)
     )
+
+
+def _base_fingerprint(settings: DemoSettings) -> str:
+    return fingerprint("base", _world_fingerprint(settings), asdict(settings.model), asdict(settings.base))
+
+
+def _world_stage(stages: _Stages, out: Path, settings: DemoSettings) -> WorldInfo:
+    """Stage 1: the synthetic world in ``out/world``."""
+    world_dir = out / "world"
+    world_fp = _world_fingerprint(settings)
     world = stages.run(
         "world", world_dir, world_fp, lambda: _build_world(world_dir, settings), lambda: load_world(world_dir)
     )
-    return world, world_fp
+    return world
 
 
 def _base_stage(
-    stages: _Stages, out: Path, settings: DemoSettings, world: WorldInfo, world_fp: str, progress: bool
+    stages: _Stages, out: Path, settings: DemoSettings, world: WorldInfo, progress: bool
 ) -> tuple[dict[str, Any], str]:
     """Stage 2: the trained base model in ``out/base``; returns its training summary and fingerprint."""
     init_dir, base_dir = out / "base_init", out / "base"
-    base_fp = fingerprint("base", world_fp, asdict(settings.model), asdict(settings.base))
+    base_fp = _base_fingerprint(settings)
 
     def train_base() -> dict[str, Any]:
         _clear(init_dir)
@@ -200,16 +217,39 @@ def _base_stage(
 
 
 def _mask_stage(
-    stages: _Stages, out: Path, settings: DemoSettings, world: WorldInfo, base_fp: str, template: Path
+    stages: _Stages,
+    out: Path,
+    settings: DemoSettings,
+    world: WorldInfo,
+    base_fp: str,
+    template: Path,
+    force: bool,
 ) -> tuple[dict[str, torch.Tensor], str]:
-    """Stage 3: one trained mask per task in ``out/masks``; returns task -> logits and the fingerprint."""
+    """Stage 3: one trained mask per task in ``out/masks``; returns task -> logits and the fingerprint.
+
+    Each task's mask is reused on its own (its ``masks/<task>/stage.json``), so masks trained beforehand by
+    :func:`train_seed_mask` in other processes are only collected here.
+    """
     base_dir, mask_dir = out / "base", out / "masks"
-    template_hash = hashlib.sha256(Path(template).read_bytes()).hexdigest()[:16]
-    masks_fp = fingerprint("masks", base_fp, asdict(settings.masks), template_hash, list(settings.tasks))
+    masks_fp = _masks_fingerprint(settings, base_fp, template)
 
     def train_all() -> dict[str, torch.Tensor]:
-        _clear(mask_dir)
-        return train_masks(settings.tasks, world, base_dir, mask_dir, settings.masks, template=template)
+        if force:
+            _clear(mask_dir)
+        mask_dir.mkdir(parents=True, exist_ok=True)
+        return {
+            task: train_mask(
+                task,
+                world,
+                base_dir,
+                mask_dir,
+                settings.masks,
+                seed=MASK_SEED,
+                template=template,
+                fingerprint=fingerprint(masks_fp, task),
+            )
+            for task in settings.tasks
+        }
 
     masks = stages.run(
         "masks",
@@ -217,8 +257,50 @@ def _mask_stage(
         masks_fp,
         train_all,
         lambda: {t: load_mask(mask_checkpoint(mask_dir, t)).values for t in settings.tasks},
+        cost=lambda: sum(mask_seconds(mask_dir, t) for t in settings.tasks),
     )
     return masks, masks_fp
+
+
+def _masks_fingerprint(settings: DemoSettings, base_fp: str, template: Path) -> str:
+    """What every mask of a seed depends on: the base model, the mask settings, the template, the tasks."""
+    template_hash = hashlib.sha256(Path(template).read_bytes()).hexdigest()[:16]
+    return fingerprint(
+        "masks", base_fp, asdict(settings.masks), template_hash, list(settings.tasks), MASK_SEED
+    )
+
+
+def prepare_seed(out_dir: str | Path, settings: DemoSettings, force: bool = False) -> None:
+    """Stages 1-2 alone (world and base model), for a scheduler that trains the masks elsewhere."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = _Stages(force)
+    world = _world_stage(stages, out, settings)
+    _base_stage(stages, out, settings, world, progress=False)
+
+
+def train_seed_mask(
+    out_dir: str | Path, settings: DemoSettings, task: str, template: Path = DEFAULT_TEMPLATE
+) -> None:
+    """One task's mask of a prepared seed folder, marked so that :func:`run_demo` reuses it.
+
+    The masks of one seed are independent of each other (each trains on the frozen base model with its
+    own generators), so a scheduler may train them in any order, in any process.
+    """
+    out = Path(out_dir)
+    world = load_world(out / "world")
+    base_fp = _base_fingerprint(settings)
+    masks_fp = _masks_fingerprint(settings, base_fp, template)
+    train_mask(
+        task,
+        world,
+        out / "base",
+        out / "masks",
+        settings.masks,
+        seed=MASK_SEED,
+        template=template,
+        fingerprint=fingerprint(masks_fp, task),
+    )
 
 
 def _evaluation_stage(

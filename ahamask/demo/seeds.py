@@ -2,7 +2,7 @@
 
 One base model decides, by what it happens to do with an empty prompt, which tasks its masks can reach; a
 finding that holds on one seed is therefore not a finding. Each seed here builds its own world, base model,
-masks and random masks (``<out>/seed_<s>/``, a complete single-seed demo folder with its own report), and
+masks and random masks (``<out>/<default>/seed_<s>/``, a complete single-seed demo folder with its own report), and
 this module writes the top-level ``report.json`` / ``report.md``: every cell as mean ± std over seeds with
 the per-seed values kept, strict and lenient scoring side by side, verdicts that say on how many seeds they
 hold, and the reachability table (per task: on how many seeds the mask reached instruction level, partly,
@@ -27,7 +27,15 @@ from .settings import DemoSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SeedsResult", "seed_settings", "run_one", "run_seeds", "summarize_seeds", "CONDITIONS"]
+__all__ = [
+    "SeedsResult",
+    "seed_settings",
+    "run_one",
+    "run_seeds",
+    "render_seeds_text",
+    "summarize_seeds",
+    "CONDITIONS",
+]
 
 CONDITIONS = ("instruction", "none", "mask", "random")
 _COLUMN = {
@@ -225,6 +233,22 @@ def render_seeds_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_seeds_text(report: Mapping[str, Any]) -> str:
+    """What ``make demo`` prints: per base-model default the strict and lenient tables and the verdicts,
+    then the reachability table (the same figures as report.md, as plain text)."""
+    summaries = report["presets"]
+    lines: list[str] = []
+    for default, summary in summaries.items():
+        seeds = ", ".join(map(str, summary["seeds"]))
+        lines += [f"base-model default {default!r}, seeds {seeds}: strict scoring (exact format)", ""]
+        lines += [text_table(seeds_table(summary, "strict")), ""]
+        lines += ["lenient scoring (paper-style parser)", "", text_table(seeds_table(summary, "lenient")), ""]
+        lines += [v["sentence"] for v in summary["verdicts"].values()]
+        lines.append("")
+    lines += ["Reachability (seeds per verdict)", "", text_table(reachability_rows(summaries))]
+    return "\n".join(lines)
+
+
 def write_seeds_report(
     out_dir: Path, summaries: Mapping[str, Mapping[str, Any]], settings: DemoSettings
 ) -> dict[str, Any]:
@@ -240,19 +264,95 @@ def write_seeds_report(
     return report
 
 
+def _worker_setup(threads: int | None) -> None:
+    """In a worker process: ``threads`` torch threads, logging to stderr like the parent."""
+    if threads is None:
+        return
+    import torch
+
+    from ..utils.logging import setup_logging
+
+    torch.set_num_threads(threads)
+    setup_logging()
+
+
 def run_one(folder: Path, settings: DemoSettings, force: bool, progress: bool, threads: int | None) -> tuple:
     """One seed's demo (in this process or a worker): its report and stage times."""
     from .pipeline import run_demo
 
-    if threads is not None:  # a worker process: one torch thread, logging to stderr like the parent
-        import torch
-
-        from ..utils.logging import setup_logging
-
-        torch.set_num_threads(threads)
-        setup_logging()
+    _worker_setup(threads)
     result = run_demo(folder, settings, force=force, progress=progress)
     return result.report, result.stage_seconds
+
+
+def _prepare_job(folder: Path, settings: DemoSettings, force: bool) -> None:
+    """Worker job: a seed's world and base model (``force`` first removes the whole seed folder)."""
+    import shutil
+
+    from .pipeline import prepare_seed
+
+    _worker_setup(1)
+    if force and folder.exists():
+        shutil.rmtree(folder)
+    prepare_seed(folder, settings)
+
+
+def _mask_job(folder: Path, settings: DemoSettings, task: str) -> None:
+    """Worker job: one task's mask of a prepared seed."""
+    from .pipeline import train_seed_mask
+
+    _worker_setup(1)
+    train_seed_mask(folder, settings, task)
+
+
+def _run_scheduled(runs: list[tuple[Any, Path, DemoSettings]], jobs: int, force: bool) -> dict[Any, tuple]:
+    """Runs every seed's stages over ``jobs`` single-threaded processes, as finely as they can be split.
+
+    A seed is a chain (world + base model, then its masks, then evaluation and report), and its masks are
+    independent of each other. Scheduling those pieces instead of whole seeds keeps every core busy: three
+    seeds on two cores take about 1.5 seeds' time instead of 2. The results are those of the sequential run
+    (each piece owns its generators; only the order in time changes).
+
+    Args:
+        runs: (key, seed folder, settings) per seed run.
+        jobs: worker processes.
+        force: redo everything (each seed folder is removed before its base model is trained).
+
+    Returns:
+        key -> (report, stage seconds) of each seed run.
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    info = {key: (folder, one) for key, folder, one in runs}
+    results: dict[Any, tuple] = {}
+    masks_left: dict[Any, int] = {}
+    context = multiprocessing.get_context("spawn")  # no forked torch state in the workers
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        pending = {
+            pool.submit(_prepare_job, folder, one, force): ("prepare", key) for key, folder, one in runs
+        }
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    kind, key = pending.pop(future)
+                    value = future.result()
+                    folder, one = info[key]
+                    if kind == "prepare":
+                        masks_left[key] = len(one.tasks)
+                        for task in one.tasks:
+                            pending[pool.submit(_mask_job, folder, one, task)] = ("mask", key)
+                    elif kind == "mask":
+                        masks_left[key] -= 1
+                        if masks_left[key] == 0:
+                            pending[pool.submit(run_one, folder, one, False, False, 1)] = ("finish", key)
+                    else:
+                        results[key] = value
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return results
 
 
 def run_seeds(
@@ -267,15 +367,16 @@ def run_seeds(
     """Runs the demo for every seed (and every base-model default), then writes the aggregated report.
 
     Args:
-        out_dir: top-level folder; seed ``s`` of default ``d`` runs in ``<out>/<d>/seed_<s>/`` (just
-            ``<out>/seed_<s>/`` when only the preset's own default runs).
+        out_dir: top-level folder; seed ``s`` of default ``d`` runs in ``<out>/<d>/seed_<s>/``, so a run
+            with another default added reuses the seeds already computed.
         settings: the preset.
         seeds: at least one seed.
         defaults: base-model no-instruction tasks to compare (default: the preset's own).
         force: redo every stage.
         progress: progress bars (only with ``jobs == 1``).
-        jobs: seeds run at once, each in its own single-threaded process (results do not depend on it:
-            every seed owns its generators; only the wall time changes).
+        jobs: single-threaded worker processes; above 1, the seeds' base models, masks and evaluations are
+            scheduled over them as separate pieces (results do not depend on it: every piece owns its
+            generators; only the wall time changes).
 
     Raises:
         ValueError: no seeds, repeated seeds, or a default that is not a task of the world.
@@ -293,25 +394,16 @@ def run_seeds(
     for default in defaults:
         for seed in seeds:
             one = seed_settings(replace(settings, base=replace(settings.base, default_task=default)), seed)
-            folder = out / f"seed_{seed}" if len(defaults) == 1 else out / default / f"seed_{seed}"
+            folder = out / default / f"seed_{seed}"
             runs.append((default, seed, folder, one))
-    done: dict[tuple[str, int], tuple] = {}
     if jobs == 1:
+        done: dict[Any, tuple] = {}
         for default, seed, folder, one in runs:
             logger.info("demo: default %s, seed %d -> %s", default, seed, folder)
             done[default, seed] = run_one(folder, one, force, progress, None)
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        logger.info("demo: %d runs, %d at a time (one torch thread each)", len(runs), jobs)
-        context = multiprocessing.get_context("spawn")  # no forked torch state in the workers
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = {
-                (default, seed): pool.submit(run_one, folder, one, force, False, 1)
-                for default, seed, folder, one in runs
-            }
-            done = {key: future.result() for key, future in futures.items()}
+        logger.info("demo: %d runs over %d single-threaded processes", len(runs), jobs)
+        done = _run_scheduled([((d, s), f, o) for d, s, f, o in runs], jobs, force)
     summaries: dict[str, Any] = {}
     seconds: dict[str, dict[str, float]] = {}
     for default in defaults:

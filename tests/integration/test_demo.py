@@ -35,35 +35,35 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
-    """Seeds 0 and 1 of the quick preset, and seed 0 a second time in another folder (for determinism).
+    """Seeds 0 and 1 of the quick preset as `make demo` runs them, and seed 0 again as one whole process.
 
-    The three runs go at once, each in its own single-threaded process (3 on the suite's 2 cores): the
-    suite's wall time changes, not the numbers.
+    `make demo`'s scheduler splits the seeds into pieces (world + base model, each mask, evaluation) over two
+    single-threaded workers; meanwhile a third process computes seed 0 from scratch in another folder, in
+    one piece, so the determinism test compares two schedules of the same seed. The suite's wall time
+    changes with the schedule, not the numbers.
     """
     out, again = tmp_path_factory.mktemp("demo"), tmp_path_factory.mktemp("again")
-    runs = [(out / "seed_0", 0), (out / "seed_1", 1), (again / "seed_0", 0)]
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=3, mp_context=context) as pool:
-        futures = [
-            pool.submit(run_one, f, seed_settings(preset("quick"), s), False, False, 1) for f, s in runs
-        ]
-        for future in futures:
-            future.result()
-    return out, again
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        twin = pool.submit(run_one, again / "seed_0", seed_settings(preset("quick"), 0), False, False, 1)
+        seeds = run_seeds(out, preset("quick"), seeds=[0, 1], progress=False, jobs=2)
+        twin.result()
+    return seeds, again
 
 
 @pytest.fixture(scope="module")
 def quick_seeds(quick_runs):
     """Two seeds of the quick preset: each a whole experiment (world, base model, masks, random masks)."""
-    out, _ = quick_runs
-    return run_seeds(out, preset("quick"), seeds=[0, 1], progress=False)  # every stage reused
+    return quick_runs[0]
 
 
 @pytest.fixture(scope="module")
 def quick_demo(quick_seeds):
     """Seed 0's single-seed demo, reloaded from its folder (every stage reused)."""
     started = time.perf_counter()
-    result = run_demo(quick_seeds.out_dir / "seed_0", seed_settings(preset("quick"), 0), progress=False)
+    result = run_demo(
+        quick_seeds.out_dir / "asr" / "seed_0", seed_settings(preset("quick"), 0), progress=False
+    )
     return result, time.perf_counter() - started
 
 
@@ -72,7 +72,7 @@ def quick_demo(quick_seeds):
 def test_a_trained_mask_switches_the_frozen_model_on_every_seed(quick_seeds, seed):
     """The strict-format claim: on each seed, some mask makes the frozen model answer in its task's exact
     format far more often than no instruction and than a random mask of the same size."""
-    report = json.loads((quick_seeds.out_dir / f"seed_{seed}" / "report.json").read_text())
+    report = json.loads((quick_seeds.out_dir / "asr" / f"seed_{seed}" / "report.json").read_text())
     found = report["verdicts"]
     assert set(found) == {"asr", "gender", "count"}
     tasks = report["results"]["tasks"]
@@ -96,9 +96,9 @@ def test_the_seeds_report_has_mean_std_cells_with_per_seed_values(quick_seeds):
                 assert len(spread["per_seed"]) == 2
                 assert spread["mean"] == pytest.approx(statistics.fmean(spread["per_seed"]))
         per_seed_mask = [
-            json.loads((quick_seeds.out_dir / f"seed_{s}" / "report.json").read_text())["results"]["tasks"][
-                task
-            ]["mask"]["strict"][cell["metric"]]
+            json.loads((quick_seeds.out_dir / "asr" / f"seed_{s}" / "report.json").read_text())["results"][
+                "tasks"
+            ][task]["mask"]["strict"][cell["metric"]]
             for s in (0, 1)
         ]
         assert cell["strict"]["mask"]["per_seed"] == per_seed_mask
@@ -180,6 +180,8 @@ def test_the_script_prints_the_table(quick_seeds):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "reusing" in proc.stderr and "AHAMask" in proc.stdout and "report.md" in proc.stdout
     assert "seeds" in proc.stdout  # verdicts say on how many seeds they hold
+    assert "strict scoring" in proc.stdout and "lenient scoring" in proc.stdout
+    assert "Reachability" in proc.stdout and "default: asr" in proc.stdout
 
 
 # ----------------------------------------------------------------------------- building blocks
