@@ -230,6 +230,9 @@ def test_several_processes_with_use_distributed_false_stop_with_the_key(tiny_bun
 INTERRUPTER = textwrap.dedent(
     """
     import os, signal, sys
+    # A shell's background job starts with SIGINT ignored, and Python then installs no KeyboardInterrupt
+    # handler; a terminal's Ctrl-C reaches a foreground process that has one.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from ahamask.training import trainer as module
     from ahamask.training.cli import entry
     original = module.MaskTrainer.train_step
