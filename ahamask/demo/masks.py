@@ -22,7 +22,7 @@ from ..config import load_train_config
 from ..masking.checkpoint import load_mask
 from ..synth import WorldInfo
 from ..utils.io import atomic_write_json, atomic_write_text
-from .settings import MaskSettings
+from .settings import MaskSettings, marker_holds
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def train_mask(
     from ..training.trainer import train
 
     marker = out_dir / task / "stage.json"
-    if fingerprint is not None and _marked(marker, fingerprint):
+    if fingerprint is not None and marker_holds(marker, fingerprint):
         return load_mask(mask_checkpoint(out_dir, task)).values
     started = time.perf_counter()
     path = mask_config(task, world, base, out_dir, settings, seed, template)
@@ -163,11 +163,3 @@ def mask_seconds(out_dir: Path, task: str) -> float:
         return float(json.loads((out_dir / task / "stage.json").read_text(encoding="utf-8"))["seconds"])
     except (OSError, KeyError, ValueError):
         return 0.0
-
-
-def _marked(marker: Path, fingerprint: str) -> bool:
-    """True when ``marker`` holds ``fingerprint`` (a damaged marker means: train again)."""
-    try:
-        return json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
-    except (OSError, json.JSONDecodeError):
-        return False

@@ -35,7 +35,7 @@ from ..utils.io import atomic_write_json
 from .base_model import build_initial_bundle, train_base_model
 from .masks import DEFAULT_TEMPLATE, MASK_SEED, mask_checkpoint, mask_seconds, train_mask
 from .report import results_table, text_table, write_report
-from .settings import DemoSettings, fingerprint
+from .settings import DemoSettings, fingerprint, marker_holds
 from .sweep import run_sweep
 
 logger = logging.getLogger(__name__)
@@ -65,16 +65,6 @@ class DemoResult:
     reused: list[str]
 
 
-def _reusable(folder: Path, fp: str) -> bool:
-    marker = folder / _MARKER
-    if not marker.is_file():
-        return False
-    try:
-        return json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") == fp
-    except (OSError, json.JSONDecodeError):
-        return False  # a damaged marker means the stage is redone, never trusted
-
-
 def _mark(folder: Path, fp: str, seconds: float) -> None:
     atomic_write_json({"fingerprint": fp, "seconds": round(seconds, 1)}, folder / _MARKER)
 
@@ -100,7 +90,7 @@ class _Stages:
         """Runs ``work`` (or ``reload`` when the stage is reusable); ``cost`` gives the compute seconds of a
         stage whose pieces ran elsewhere (the masks trained by the scheduler's workers)."""
         number = STAGES.index(name) + 1
-        if not self.force and _reusable(folder, fp):
+        if not self.force and marker_holds(folder / _MARKER, fp):
             logger.info(
                 "stage %d/%d: %s: reusing %s (pass --force to redo)", number, len(STAGES), name, folder
             )

@@ -11,12 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from ..synth import DEFAULT_TASKS, TASKS
 from .base_model import BaseModelSpec, BaseTrainSettings
 
-__all__ = ["DemoSettings", "MaskSettings", "EvalSettings", "PRESETS", "preset", "fingerprint"]
+__all__ = [
+    "DemoSettings",
+    "MaskSettings",
+    "EvalSettings",
+    "PRESETS",
+    "preset",
+    "fingerprint",
+    "marker_holds",
+]
 
 
 @dataclass
@@ -124,6 +133,17 @@ def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-ready values: a stage is reused only when its inputs hash the same."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def marker_holds(marker: Path, fp: str) -> bool:
+    """True when the stage marker file ``marker`` records the fingerprint ``fp``.
+
+    A missing or damaged marker means the stage is redone, never trusted.
+    """
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") == fp
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def _quick() -> DemoSettings:
