@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -26,7 +27,16 @@ from .settings import MaskSettings, marker_holds
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_TEMPLATE", "mask_config", "train_mask", "mask_checkpoint", "mask_seconds", "MASK_SEED"]
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "fill_mask_config",
+    "train_from_config",
+    "mask_config",
+    "train_mask",
+    "mask_checkpoint",
+    "mask_seconds",
+    "MASK_SEED",
+]
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "configs" / "demo_mask.yaml"
 # run.seed of every mask (the official config's 42), the same for every demo seed: the masks of different
@@ -78,21 +88,61 @@ def mask_config(
         FileNotFoundError: if the template or the base bundle's config is missing.
         ConfigError: if the filled config does not validate (names the key).
     """
+    base_cfg = OmegaConf.load(base / "config.yaml")
+    return fill_mask_config(
+        template,
+        {k: base_cfg.model[k] for k in _BUNDLE_MODEL_KEYS if k in base_cfg.model},
+        prompt_path=world.prompt_files["ahamask_train_prompt"],
+        train_manifest=world.manifests["train"][task],
+        valid_manifest=world.manifests["valid"][task],
+        out_dir=out_dir,
+        job_id=task,
+        settings=settings,
+        seed=seed,
+    )
+
+
+def fill_mask_config(
+    template: Path,
+    model_keys: dict[str, Any],
+    prompt_path: Path,
+    train_manifest: Path,
+    valid_manifest: Path,
+    out_dir: Path,
+    job_id: str,
+    settings: MaskSettings,
+    seed: int,
+) -> Path:
+    """Fills a mask-config template (``configs/demo_mask.yaml``, ``configs/mini_mask.yaml``), writes it to
+    ``out_dir/<job_id>.yaml`` and checks that it loads.
+
+    Args:
+        template: the template (its ``???`` values are the ones filled here).
+        model_keys: ``model`` keys taken from the trained model (paths, sizes); ``whisper_path`` also
+            becomes ``datasets.whisper_path``.
+        prompt_path: the no-instruction prompt file (``model.prompt_path``).
+        train_manifest, valid_manifest: the task's manifests.
+        out_dir, job_id: the run goes to ``out_dir/<job_id>/``.
+        settings: steps, batch size, learning rate and schedule.
+        seed: ``run.seed``.
+
+    Raises:
+        FileNotFoundError: if the template is missing.
+        ConfigError: if the filled config does not validate (names the key).
+    """
     if not template.is_file():
         raise FileNotFoundError(f"mask config template: no such file: {template}")
-    base_cfg = OmegaConf.load(base / "config.yaml")
     cfg = OmegaConf.load(template)
-    for key in _BUNDLE_MODEL_KEYS:
-        if key in base_cfg.model:
-            cfg.model[key] = base_cfg.model[key]
-    cfg.model.prompt_path = str(world.prompt_files["ahamask_train_prompt"].resolve())
-    cfg.datasets.train_ann_path = str(world.manifests["train"][task].resolve())
-    cfg.datasets.valid_ann_path = str(world.manifests["valid"][task].resolve())
-    cfg.datasets.whisper_path = base_cfg.model.whisper_path
+    for key, value in model_keys.items():
+        cfg.model[key] = value
+    cfg.model.prompt_path = str(Path(prompt_path).resolve())
+    cfg.datasets.train_ann_path = str(Path(train_manifest).resolve())
+    cfg.datasets.valid_ann_path = str(Path(valid_manifest).resolve())
+    cfg.datasets.whisper_path = cfg.model.whisper_path
     run = cfg.run
     run.seed = seed
     run.output_dir = str(out_dir.resolve())
-    run.job_id = task
+    run.job_id = job_id
     run.iters_per_epoch = settings.steps
     run.optims.max_epoch = 1
     run.batch_size_train = settings.batch_size
@@ -101,7 +151,7 @@ def mask_config(
     run.mask_init_mean = settings.init_mean
     run.optims.init_lr = settings.lr
     run.optims.warmup_steps = settings.warmup_steps
-    path = out_dir / f"{task}.yaml"
+    path = out_dir / f"{job_id}.yaml"
     atomic_write_text(OmegaConf.to_yaml(cfg), path)
     load_train_config(path)  # fail here, naming the key, rather than inside the trainer
     return path
@@ -141,20 +191,30 @@ def train_mask(
     Returns:
         The mask logits [n_layers * (n_heads + 1)].
     """
-    from ..training.trainer import train
-
     marker = out_dir / task / "stage.json"
     if fingerprint is not None and marker_holds(marker, fingerprint):
         return load_mask(mask_checkpoint(out_dir, task)).values
     started = time.perf_counter()
-    path = mask_config(task, world, base, out_dir, settings, seed, template)
-    # Only the final checkpoint is read, but a rerun must not resume from a stale one.
-    if (out_dir / task).exists():
-        shutil.rmtree(out_dir / task)
-    train(load_train_config(path))
+    logits = train_from_config(
+        mask_config(task, world, base, out_dir, settings, seed, template), out_dir / task
+    )
     seconds = round(time.perf_counter() - started, 1)
     atomic_write_json({"fingerprint": fingerprint, "seconds": seconds}, marker)
-    return load_mask(mask_checkpoint(out_dir, task)).values
+    return logits
+
+
+def train_from_config(path: Path, run_dir: Path) -> torch.Tensor:
+    """Runs train.py's trainer on a written mask config from scratch and returns the final mask logits.
+
+    Only the final checkpoint (``run_dir/checkpoint_0.pth``) is read, but a rerun must not resume from a stale
+    one: ``run_dir`` is removed first.
+    """
+    from ..training.trainer import train
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    train(load_train_config(path))
+    return load_mask(run_dir / "checkpoint_0.pth").values
 
 
 def mask_seconds(out_dir: Path, task: str) -> float:

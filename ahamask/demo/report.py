@@ -240,8 +240,11 @@ def text_table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def plot_masks(masks: Mapping[str, torch.Tensor], n_layers: int, n_heads: int, out_dir: Path) -> list[Path]:
-    """One PNG per mask (layers x heads, dark = head kept) and an overview ``masks.png`` with all of them.
+def plot_masks(
+    masks: Mapping[str, torch.Tensor], n_layers: int, n_heads: int, out_dir: Path, columns: int = 2
+) -> list[Path]:
+    """One PNG per mask (layers x heads, dark = head kept) and an overview ``masks.png`` with all of them
+    (``columns`` masks per row). A mask named after a synthetic-world task is titled with its display name.
 
     Returns:
         The written paths.
@@ -257,7 +260,8 @@ def plot_masks(masks: Mapping[str, torch.Tensor], n_layers: int, n_heads: int, o
     def draw(ax: Any, task: str) -> None:
         grid = grids[task]
         ax.imshow(grid, cmap="Greys", vmin=0, vmax=1, aspect="equal")
-        ax.set_title(f"{TASKS[task].display}: {int(grid.sum())}/{grid.size} heads", fontsize=9)
+        title = TASKS[task].display if task in TASKS else task
+        ax.set_title(f"{title}: {int(grid.sum())}/{grid.size} heads", fontsize=9)
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
         ax.set_xticks(range(n_heads))
@@ -269,7 +273,7 @@ def plot_masks(masks: Mapping[str, torch.Tensor], n_layers: int, n_heads: int, o
         fig.tight_layout()
         paths.append(_save(fig, out_dir / f"mask_{task}.png"))
         plt.close(fig)
-    ncols = min(2, len(grids))
+    ncols = min(columns, len(grids))
     nrows = -(-len(grids) // ncols)
     fig, axes = plt.subplots(
         nrows, ncols, squeeze=False, figsize=(ncols * (0.45 * n_heads + 1.2), nrows * (0.45 * n_layers + 1.4))

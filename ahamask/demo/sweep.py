@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import statistics
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +48,9 @@ __all__ = [
     "CachedClips",
     "Condition",
     "scoring_task",
+    "aggregate",
     "conditions_for",
+    "decode_condition",
     "run_sweep",
     "score_records",
     "strict_metrics",
@@ -149,6 +151,7 @@ def conditions_for(
     n_heads: int,
     n_instructions: int,
     random_seeds: Sequence[int],
+    held_out: Sequence[str] | None = None,
 ) -> list[Condition]:
     """The conditions of one task: held-out instructions, none, its mask, random masks of the same size.
 
@@ -158,12 +161,16 @@ def conditions_for(
         n_layers, n_heads: the LLM geometry.
         n_instructions: how many held-out paraphrases (the first ones).
         random_seeds: one random mask per seed.
+        held_out: the task's held-out paraphrases (default: the synthetic world's).
 
     Returns:
         The conditions, instructions first.
     """
-    held_out = task_instructions(task, "heldout")[:n_instructions]
-    out = [Condition(f"instruction_{i}", "instruction", text) for i, text in enumerate(held_out)]
+    if held_out is None:
+        held_out = task_instructions(task, "heldout")
+    out = [
+        Condition(f"instruction_{i}", "instruction", text) for i, text in enumerate(held_out[:n_instructions])
+    ]
     out.append(Condition("none", "none"))
     if logits is not None:
         binary = binarize(logits)
@@ -238,7 +245,7 @@ def strict_metrics(records: list[dict[str, Any]], task: str) -> dict[str, float]
     return out
 
 
-def _aggregate(scores: list[dict[str, Any]]) -> dict[str, Any]:
+def aggregate(scores: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean, std (population), min and max of each metric and of the format share over conditions."""
     keys = list(scores[0]["metrics"]) + ["format"]
     out: dict[str, Any] = {}
@@ -254,7 +261,7 @@ def _aggregate(scores: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _decode_condition(
+def decode_condition(
     model: SALMONN,
     clips: CachedClips,
     embeds: Any,
@@ -263,8 +270,10 @@ def _decode_condition(
     generate_cfg: Any,
     batch_size: int,
     out_dir: Path,
+    scorer: Callable[[list[dict[str, Any]], str], dict[str, Any]] = score_records,
 ) -> dict[str, Any]:
-    """Decodes the test clips under one condition, writes ``<task>/<condition>.json``, returns its score."""
+    """Decodes the test clips under one condition, writes ``<task>/<condition>.json``, returns its score
+    (``scorer(records, task)``, the synthetic world's :func:`score_records` by default)."""
     with decoding_mask(model.decoder, cond.head_weights, "hooks"):
         records = decode_dataset(
             model,
@@ -283,7 +292,7 @@ def _decode_condition(
         out_dir / task / f"{cond.name}.json",
     )
     return {
-        **score_records(records, task),
+        **scorer(records, task),
         "instruction": cond.instruction,
         "examples": [r["output"] for r in records[:3]],
     }
@@ -302,13 +311,13 @@ def _task_entry(
     entry: dict[str, Any] = {
         "reference": clips.items[0]["text"],
         "metrics": list(instr[0]["metrics"]),
-        "instruction": {"per_instruction": instr, "summary": _aggregate(instr)},
+        "instruction": {"per_instruction": instr, "summary": aggregate(instr)},
         "none": scores["none"],
     }
     if mask is not None:
         stats = mask_stats(mask, n_layers, n_heads)
         entry["mask"] = scores["mask"]
-        entry["random"] = {"per_seed": randoms, "summary": _aggregate(randoms)}
+        entry["random"] = {"per_seed": randoms, "summary": aggregate(randoms)}
         entry["mask_stats"] = {"active_heads": stats.active_heads, "total_heads": n_layers * n_heads}
     return entry
 
@@ -361,7 +370,7 @@ def run_sweep(
         scores: dict[str, dict[str, Any]] = {}
         for cond in conditions:
             bar.set_postfix_str(f"{task}: {cond.name}")
-            scores[cond.name] = _decode_condition(
+            scores[cond.name] = decode_condition(
                 model, clips, embeds, cond, task, generate_cfg, batch_size, out_dir
             )
             bar.update(1)
