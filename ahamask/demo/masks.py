@@ -112,6 +112,7 @@ def fill_mask_config(
     job_id: str,
     settings: MaskSettings,
     seed: int,
+    run_overrides: dict[str, Any] | None = None,
 ) -> Path:
     """Fills a mask-config template (``configs/demo_mask.yaml``, ``configs/mini_mask.yaml``), writes it to
     ``out_dir/<job_id>.yaml`` and checks that it loads.
@@ -125,6 +126,7 @@ def fill_mask_config(
         out_dir, job_id: the run goes to ``out_dir/<job_id>/``.
         settings: steps, batch size, learning rate and schedule.
         seed: ``run.seed``.
+        run_overrides: further ``run`` keys (e.g. ``speech_cache_dir``).
 
     Raises:
         FileNotFoundError: if the template is missing.
@@ -151,6 +153,8 @@ def fill_mask_config(
     run.mask_init_mean = settings.init_mean
     run.optims.init_lr = settings.lr
     run.optims.warmup_steps = settings.warmup_steps
+    for key, value in (run_overrides or {}).items():
+        run[key] = value
     path = out_dir / f"{job_id}.yaml"
     atomic_write_text(OmegaConf.to_yaml(cfg), path)
     load_train_config(path)  # fail here, naming the key, rather than inside the trainer

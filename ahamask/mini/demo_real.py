@@ -57,8 +57,10 @@ class DemoRealSettings:
     """
 
     mask_seeds: tuple[int, ...] = (42, 43, 44)
-    masks: MaskSettings = field(default_factory=lambda: MaskSettings(steps=60, batch_size=6, warmup_steps=6))
-    n_test: int = 60
+    masks: MaskSettings = field(
+        default_factory=lambda: MaskSettings(steps=100, batch_size=4, lr=0.1, warmup_steps=10)
+    )
+    n_test: int = 48
     n_instructions: int = 3
     max_new_tokens: int = 20
     jobs: int = 2
@@ -102,17 +104,23 @@ def _decode_worker(
     return decode_job(model, {t: Path(p) for t, p in manifests.items()}, plans, Path(out_dir), generate)
 
 
-def _test_manifests(
-    world: Path, info: dict[str, Any], out: Path, n: int, tasks: Sequence[str]
+def _subset_manifests(
+    world: Path, info: dict[str, Any], out: Path, split: str, n: int, tasks: Sequence[str]
 ) -> dict[str, str]:
-    """The first ``n`` test clips of each task, with absolute audio paths (``out/test_<task>.json``)."""
+    """The first ``n`` clips of a split for each task, with absolute audio paths (``out/<split>_<task>.json``).
+
+    The test subset is what every condition decodes; the mask-training subset is one epoch of mask training
+    (steps x batch size clips), the same clips for every task, so the shared speech cache encodes each once.
+    """
     paths = {}
     for task in tasks:
-        entries = json.loads((world / info["manifests"]["test"][task]).read_text(encoding="utf-8"))[
+        entries = json.loads((world / info["manifests"][split][task]).read_text(encoding="utf-8"))[
             "annotation"
         ]
+        if len(entries) < n:
+            raise ValueError(f"{world / info['manifests'][split][task]}: {len(entries)} clips, {n} needed")
         rows = [{**e, "path": str((world / e["path"]).resolve())} for e in entries[:n]]
-        path = out / f"test_{task}.json"
+        path = out / f"{split}_{task}.json"
         atomic_write_text(json.dumps({"annotation": rows}, ensure_ascii=False) + "\n", path)
         paths[task] = str(path)
     return paths
@@ -130,6 +138,8 @@ def _mask_configs(
             "qformer_intermediate_size", "qformer_num_layers", "lora_rank", "lora_alpha",
         )
     }  # fmt: skip
+    n_train = settings.masks.steps * settings.masks.batch_size
+    train = _subset_manifests(world, info, out, "train", n_train, settings.tasks)
     jobs = []
     for task in settings.tasks:
         for seed in settings.mask_seeds:
@@ -137,12 +147,13 @@ def _mask_configs(
                 _REPO / "configs" / "mini_mask.yaml",
                 keys,
                 prompt_path=prompt,
-                train_manifest=world / info["manifests"]["train"][task],
+                train_manifest=Path(train[task]),
                 valid_manifest=world / info["manifests"]["valid"][task],
                 out_dir=out / "masks",
                 job_id=f"{task}_seed{seed}",
                 settings=settings.masks,
                 seed=seed,
+                run_overrides={"speech_cache_dir": str((out / "speech_cache").resolve())},
             )
             jobs.append((task, seed, path))
     return jobs
@@ -194,7 +205,7 @@ def run_demo_real(
     settings.geometry = llm_geometry(model_cfg)
     started = time.perf_counter()
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    manifests = _test_manifests(world, world_info, out, settings.n_test, settings.tasks)
+    manifests = _subset_manifests(world, world_info, out, "test", settings.n_test, settings.tasks)
     mask_jobs = _mask_configs(model_cfg, world, world_info, out, settings)
     context = get_context("spawn")
     with ProcessPoolExecutor(settings.jobs, mp_context=context, initializer=_worker_setup) as pool:
@@ -285,7 +296,7 @@ def _report(
 ) -> dict[str, Any]:
     import torch
 
-    from ..masking.mask import binarize, mask_stats
+    from ..masking.mask import mask_stats
 
     n_layers, n_heads = settings.geometry
     tasks: dict[str, Any] = {}
@@ -303,9 +314,8 @@ def _report(
         }
         tasks[task]["performed_with_mask"] = [g["performed"] for g in groups["mask"]]
         tasks[task]["examples"] = {c: g[0]["examples"] for c, g in groups.items()}
-        tasks[task]["active_heads"] = [
-            mask_stats(binarize(torch.tensor(masks[(task, s)])), n_layers, n_heads).active_heads
-            for s in settings.mask_seeds
+        tasks[task]["active_heads"] = [  # mask_stats thresholds the logits itself
+            mask_stats(torch.tensor(masks[(task, s)]), n_layers, n_heads).active_heads for s in settings.mask_seeds
         ]
     return {
         "tasks": tasks,
