@@ -315,7 +315,8 @@ def _report(
         tasks[task]["performed_with_mask"] = [g["performed"] for g in groups["mask"]]
         tasks[task]["examples"] = {c: g[0]["examples"] for c, g in groups.items()}
         tasks[task]["active_heads"] = [  # mask_stats thresholds the logits itself
-            mask_stats(torch.tensor(masks[(task, s)]), n_layers, n_heads).active_heads for s in settings.mask_seeds
+            mask_stats(torch.tensor(masks[(task, s)]), n_layers, n_heads).active_heads
+            for s in settings.mask_seeds
         ]
     return {
         "tasks": tasks,

@@ -8,6 +8,7 @@ Instruct's), and a 4-second Whisper encoder. The same ChatML checks run on the r
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -138,3 +139,37 @@ def test_resumed_training_equals_the_straight_run(stand_in, tmp_path):
     assert all(torch.equal(loaded[k], a[k]) for k in a)
     assert any(k.startswith("llama_model.") and "lora_" in k for k in a)
     assert not any(k.startswith("speech_encoder.") for k in a)
+
+
+COMMITTED = REPO / "checkpoints" / "mini_salmonn"
+
+
+def test_committed_checkpoint_matches_its_record_and_config():
+    state = torch.load(COMMITTED / "salmonn_mini.pth", weights_only=True)["model"]  # no pickle
+    training = json.loads((COMMITTED / "training.json").read_text())
+    provenance = json.loads((COMMITTED / "provenance.json").read_text())
+    assert (COMMITTED / "mini_salmonn.yaml").read_text() == (
+        REPO / "configs" / "mini_salmonn.yaml"
+    ).read_text()
+    assert provenance["final_valid"] == training["final_valid"]
+    assert training["valid_curve"][-1] == {"step": training["steps"], **training["final_valid"]}
+    assert provenance["command"].startswith("python scripts/train_mini_salmonn.py")
+    assert training["steps"] == OmegaConf.load(REPO / "configs" / "mini_salmonn.yaml").train.steps
+    lora = [k for k in state if "lora_" in k]
+    assert len(lora) == 30 * 2 * 2  # 30 layers x (q_proj, v_proj) x (A, B)
+    assert state["speech_llama_proj.weight"].shape == (576, 256)  # SmolLM2 hidden x Q-Former width
+    assert not any(k.startswith("speech_encoder.") for k in state)
+
+
+@pytest.mark.skipif(not REAL_LLM.is_dir(), reason="pretrained/small is absent (make small-models)")
+def test_committed_checkpoint_loads_into_the_real_mini_model():
+    from ahamask.models.salmonn import SALMONN
+
+    cfg = mini_model_config(
+        load_mini_config(REPO / "configs" / "mini_salmonn.yaml", REPO).model, COMMITTED / "salmonn_mini.pth"
+    )
+    model = SALMONN.from_config(cfg)
+    assert (model.n_layers, model.n_heads, model.mask_size) == (30, 9, 300)
+    state = torch.load(COMMITTED / "salmonn_mini.pth", weights_only=True)["model"]
+    loaded = model.trainable_state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
