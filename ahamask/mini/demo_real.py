@@ -230,16 +230,18 @@ def _evaluate(
     """Decode jobs: the shared conditions (instructions, none) and, per mask seed, its mask and random mask."""
     import torch
 
-    from .evaluate import mini_conditions
+    from ..demo.sweep import conditions_for
+    from .world import HELDOUT_INSTRUCTIONS
 
     n_layers, n_heads = settings.geometry
     shared, per_seed = [], {s: [] for s in settings.mask_seeds}
     for task in settings.tasks:
-        for cond in mini_conditions(task, None, n_layers, n_heads, settings.n_instructions, ()):
+        held_out = HELDOUT_INSTRUCTIONS[task]  # the espeak-ng world's paraphrases, not the synthetic world's
+        for cond in conditions_for(task, None, n_layers, n_heads, settings.n_instructions, (), held_out):
             shared.append((task, cond))
         for seed in settings.mask_seeds:
             logits = torch.tensor(masks[(task, seed)])
-            for cond in mini_conditions(task, logits, n_layers, n_heads, 0, (seed,)):
+            for cond in conditions_for(task, logits, n_layers, n_heads, 0, (seed,), held_out):
                 if cond.kind in ("mask", "random"):
                     per_seed[seed].append((task, _renamed(cond, seed)))
     groups = [shared] + [per_seed[s] for s in settings.mask_seeds]

@@ -18,15 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..demo.sweep import CachedClips, conditions_for, decode_condition
+from ..demo.sweep import CachedClips, decode_condition
 from ..evaluation.metrics import register_task, wer
 from ..evaluation.scoring import score_predictions
 from ..evaluation.sweep import encode_dataset
-from .world import HELDOUT_INSTRUCTIONS, LABELS, MINI_TASKS, parse_answer
+from .world import LABELS, MINI_TASKS, parse_answer
 
-__all__ = ["detect_task", "lenient_task", "mini_conditions", "mini_score", "strict_metrics", "decode_job"]
+__all__ = ["detect_task", "lenient_task", "mini_score", "strict_metrics", "decode_job"]
 
 
 def lenient_task(task: str) -> str:
@@ -68,20 +66,6 @@ def mini_score(records: list[dict[str, Any]], task: str) -> dict[str, Any]:
         "format": 100.0 * sum(parse_answer(task, r["output"]) is not None for r in records) / n,
         "performed": {k: 100.0 * v / n for k, v in sorted(performed.items())},
     }
-
-
-def mini_conditions(
-    task: str,
-    logits: torch.Tensor | None,
-    n_layers: int,
-    n_heads: int,
-    n_instructions: int,
-    random_seeds: Sequence[int],
-) -> list:
-    """The demo's conditions with the espeak-ng world's held-out paraphrases."""
-    return conditions_for(
-        task, logits, n_layers, n_heads, n_instructions, random_seeds, held_out=HELDOUT_INSTRUCTIONS[task]
-    )
 
 
 def decode_job(
