@@ -53,7 +53,7 @@ def _settings() -> DemoRealSettings:
         n_test=3,
         n_instructions=2,
         max_new_tokens=4,
-        jobs=2,
+        jobs=1,
     )
 
 
