@@ -36,7 +36,7 @@ demo: $(STAMP)
 # SALMONN (checkpoints/mini_salmonn). `make demo-real ARGS=--help` lists the options.
 small-models: $(STAMP)
 	command -v espeak-ng >/dev/null || apt-get install -y -q espeak-ng || (echo "install espeak-ng (Debian package)" && exit 1)
-	$(PY) -m pip install -q -r requirements-small.txt
+	$(PY) -m pip install -q -r requirements-small.lock
 	$(PY) scripts/prepare_small_models.py
 
 demo-real: $(STAMP)
