@@ -103,11 +103,13 @@ def encoder_states(
         weights.update(name.encode())
         weights.update(tensor.detach().float().numpy().tobytes())
     key = _digest(hashlib.sha256(manifest.read_bytes()).hexdigest(), weights.hexdigest())
-    bank = ClipBank.from_manifest(manifest, Path(model.cfg.whisper_path), progress=False)
     if cache.exists():
         stored = load_file(str(cache))
         if stored.get("key") is not None and bytes(stored["key"].tolist()).decode() == key:
-            return stored["states"], bank.labels
+            # A hit needs only the labels: no audio is read or featurised again.
+            entries = json.loads(manifest.read_text(encoding="utf-8"))["annotation"]
+            return stored["states"], [e["labels"] for e in entries]
+    bank = ClipBank.from_manifest(manifest, Path(model.cfg.whisper_path), progress=False)
     chunks = []
     with torch.no_grad():
         for start in tqdm(range(0, len(bank.labels), batch_size), desc="whisper encoder", dynamic_ncols=True):
